@@ -1,0 +1,285 @@
+"""Experiment configuration: YAML mapped onto typed dataclasses, strict keys, ``--set`` overrides.
+
+An unknown or mistyped key is a :class:`ConfigError` naming the key path and the allowed keys::
+
+    cfg = load_config("configs/synthetic_unet_resnet34.yaml", overrides=["train.batch_size=4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded procedural dataset (written once to ``DataConfig.data_dir`` and cached)."""
+
+    num_train: int = 1200
+    num_val: int = 100
+    height: int = 240
+    width: int = 320
+    seed: int = 0
+    records_per_shard: int = 100
+    chunks: int = 1
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = 0.5  # probability of a horizontal flip (image and depth together)
+    brightness: float = 0.0  # max multiplicative brightness change: factor in [1-b, 1+b]
+    channel_permutation: float = 0.0  # probability of a random RGB channel permutation
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # "synthetic" (generated into data_dir) | "tfrecord" (data_dir has manifest.json)
+    data_dir: str = "data/synthetic"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    train_split: str = "train"
+    val_split: str = "val"
+    input_size: List[int] = field(default_factory=lambda: [240, 320])  # [H, W] fed to the model
+    resize_mode: str = "resize"  # "resize" | "center_crop" (crop to the aspect ratio, then resize)
+    max_depth_m: float = 10.0  # depths above are invalid for loss and metrics
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    shuffle_buffer: int = 256
+    deterministic: bool = False
+    parallel_calls: int = -1  # -1 = tf.data.AUTOTUNE
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "resnet34"
+    encoder_weights: str = "none"  # "none" | "imagenet" | path to .weights.h5 / .pth / .safetensors
+    output_stride: int = 32
+    freeze: str = "none"  # "none" | "all" | number of leading stages to freeze ("2")
+    decoder: str = "unet_transpose"
+    decoder_args: Dict[str, Any] = field(default_factory=dict)  # checked by the decoder factory
+    max_depth_m: float = 10.0  # scale of the output head
+
+
+@dataclass
+class LossTermConfig:
+    name: str = "l1"
+    weight: float = 1.0
+    args: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"  # registry name: constant | cosine | cyclic | polynomial | exponential
+    lr: float = 1e-4  # peak / base learning rate
+    args: Dict[str, Any] = field(default_factory=dict)  # schedule-specific (warmup_steps, lr_min, ...)
+
+
+@dataclass
+class PhaseConfig:
+    """One training phase: ``epochs`` epochs over all chunks, or ``epochs`` on each chunk in turn."""
+
+    name: str = "main"
+    epochs: int = 1
+    chunks: str = "all"  # "all" | "each"
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | adamw | sgd
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    clipnorm: Optional[float] = None
+    epsilon: float = 1e-7
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8  # global batch size
+    phases: List[PhaseConfig] = field(default_factory=lambda: [PhaseConfig()])
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    steps_per_epoch: Optional[int] = None  # cap per epoch (None: one pass over the data)
+    grad_accum_steps: int = 1
+    mixed_precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+    jit_compile: bool = False
+    strategy: str = "default"  # default | mirrored | multi_worker
+    seed: int = 0
+    deterministic: bool = False
+    log_every_steps: int = 10
+    image_summary_every_steps: int = 0  # 0 = off
+    validate_every_epochs: int = 1
+    keep_checkpoints: int = 3
+    best_metric: str = "abs_rel"  # validation metric to keep the best checkpoint by (lower is better)
+    max_consecutive_nonfinite: int = 10
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "none"  # nyu | kitti | none
+    flip_average: bool = False
+    max_images: Optional[int] = None
+    batch_size: int = 8
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: List[LossTermConfig] = field(default_factory=lambda: [LossTermConfig()])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# dict <-> dataclass
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, path)
+    if origin in (list, List, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_convert(v, args[0] if args else Any, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # "freeze: 2" reads naturally
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: Dict[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError naming allowed keys."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]!s}; allowed keys{' in ' + path if path else ''}: {', '.join(names)}"
+        )
+    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _set_path(data: Dict[str, Any], dotted: str, value: Any, schema: type) -> None:
+    """Set ``a.b.c = value`` in a nested dict, checking each key against ``schema``."""
+    keys = dotted.split(".")
+    node: Any = data
+    tp: Any = schema
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"--set {dotted}: {where} is not an index of a list of {len(node)}")
+            idx = int(key)
+            tp = typing.get_args(tp)[0] if typing.get_args(tp) else Any
+            if last:
+                node[idx] = value
+                return
+            node = node[idx]
+            continue
+        if dataclasses.is_dataclass(tp):
+            names = [f.name for f in dataclasses.fields(tp)]
+            if key not in names:
+                raise ConfigError(f"--set {dotted}: unknown key {where}; allowed: {', '.join(names)}")
+            tp = typing.get_type_hints(tp)[key]
+            if typing.get_origin(tp) is Union:
+                tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        if last:
+            node[key] = value
+            return
+        if key not in node or node[key] is None:
+            node[key] = {}
+        node = node[key]
+
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str], schema: type = ExperimentConfig) -> Dict[str, Any]:
+    """Apply ``key.path=value`` strings (value parsed as YAML) to a config dict."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        _set_path(data, key.strip(), yaml.safe_load(raw), schema)
+    return data
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: Dict[str, Any] = to_dict(ExperimentConfig())
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: config file not found")
+        with open(path) as f:
+            try:
+                loaded = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        try:
+            cfg = from_dict(ExperimentConfig, loaded)  # strict check of the file as written
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        data = to_dict(cfg)
+    apply_overrides(data, overrides)
+    return from_dict(ExperimentConfig, data)
+
+
+def save_config(cfg: ExperimentConfig, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    os.replace(tmp, path)

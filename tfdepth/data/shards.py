@@ -1,0 +1,233 @@
+"""TFRecord shard writing and the dataset manifest (``manifest.json``).
+
+A dataset directory holds ``{split}-{index:05d}.tfrecord`` shards and ``manifest.json``::
+
+    {
+      "format_version": 1,
+      "name": "synthetic",
+      "depth_scale": 1000.0,              # metres = stored uint16 / depth_scale
+      "depth_range_m": [0.0, 10.0],        # plausible range the converter checked against
+      "image_size": [H, W] or null,
+      "intrinsics": [fx, fy, cx, cy] or null,
+      "shards": [{"path": "train-00000.tfrecord", "count": 100, "split": "train", "chunk": 0}, ...],
+      "splits": {"train": {"count": N, "chunks": K, "depth_stats": {...}}},
+      "shuffle_seed": 0,
+      "bad_samples": {"count": 0, "files": []},
+      "source": {...}                      # free-form description of the origin
+    }
+
+Shards are written under temporary names and renamed when complete; the manifest is written last
+(atomically), so an interrupted write never looks like a complete dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+TMP_SUFFIX = ".tmp"
+
+
+class ManifestError(ValueError):
+    """A dataset directory or its manifest is missing or malformed."""
+
+
+@dataclass
+class ShardInfo:
+    path: str  # relative to the dataset directory
+    count: int
+    split: str
+    chunk: int = 0
+    num_bytes: int = 0
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "count": self.count, "split": self.split, "chunk": self.chunk}
+
+
+class ShardWriter:
+    """Writes serialised examples of one split into size-bounded TFRecord shards.
+
+    A shard is closed once it holds ``max_bytes`` bytes or ``max_records`` records, whichever first.
+    Shards are written to ``NAME.tmp`` and renamed to ``NAME`` by :meth:`close` / when full.
+    """
+
+    def __init__(self, output_dir: str, split: str, max_bytes: int = 128 << 20,
+                 max_records: Optional[int] = None, first_index: int = 0):
+        self.output_dir = output_dir
+        self.split = split
+        self.max_bytes = max_bytes
+        self.max_records = max_records
+        self.shards: List[ShardInfo] = []
+        self._index = first_index
+        self._writer = None
+        self._count = 0
+        self._bytes = 0
+        os.makedirs(output_dir, exist_ok=True)
+
+    def _name(self) -> str:
+        return f"{self.split}-{self._index:05d}.tfrecord"
+
+    def write(self, serialized: bytes) -> None:
+        if self._writer is None:
+            self._writer = tf.io.TFRecordWriter(os.path.join(self.output_dir, self._name() + TMP_SUFFIX))
+        self._writer.write(serialized)
+        self._count += 1
+        self._bytes += len(serialized)
+        if self._bytes >= self.max_bytes or (self.max_records and self._count >= self.max_records):
+            self._finish_shard()
+
+    def _finish_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        name = self._name()
+        os.replace(os.path.join(self.output_dir, name + TMP_SUFFIX), os.path.join(self.output_dir, name))
+        self.shards.append(ShardInfo(name, self._count, self.split, 0, self._bytes))
+        self._writer, self._count, self._bytes = None, 0, 0
+        self._index += 1
+
+    def close(self) -> List[ShardInfo]:
+        self._finish_shard()
+        return self.shards
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._writer is not None:  # leave no half shard that looks complete
+            self._writer.close()
+
+
+def assign_chunks(shards: Sequence[ShardInfo], num_chunks: int) -> List[ShardInfo]:
+    """Group consecutive shards into ``num_chunks`` chunks of about equal record counts (in place).
+
+    Raises ValueError when there are fewer shards than chunks.
+    """
+    if num_chunks < 1:
+        raise ValueError(f"chunks must be >= 1, got {num_chunks}")
+    if len(shards) < num_chunks:
+        raise ValueError(f"cannot make {num_chunks} chunks from {len(shards)} shards; write smaller shards")
+    total = sum(s.count for s in shards)
+    running = 0
+    for i, shard in enumerate(shards):
+        # chunk of a shard = which 1/K slice of the records its midpoint falls in,
+        # clamped so that every chunk gets at least one shard.
+        mid = running + shard.count / 2.0
+        chunk = min(int(mid * num_chunks / max(total, 1)), num_chunks - 1)
+        remaining_shards = len(shards) - i
+        chunk = max(chunk, num_chunks - remaining_shards)
+        if i > 0:
+            chunk = min(max(chunk, shards[i - 1].chunk), shards[i - 1].chunk + 1)
+        shard.chunk = chunk
+        running += shard.count
+    return list(shards)
+
+
+class DepthStats:
+    """Running depth statistics over valid pixels (metres): min, max, mean, histogram, valid fraction."""
+
+    def __init__(self, max_depth_m: float = 100.0, bins: int = 100):
+        self.edges = np.linspace(0.0, max_depth_m, bins + 1)
+        self.hist = np.zeros(bins, np.int64)
+        self.valid = 0
+        self.total = 0
+        self.sum = 0.0
+        self.min = np.inf
+        self.max = -np.inf
+
+    def update(self, depth_m: np.ndarray) -> None:
+        d = np.asarray(depth_m, np.float64).ravel()
+        v = d[np.isfinite(d) & (d > 0)]
+        self.total += d.size
+        self.valid += v.size
+        if v.size:
+            self.sum += float(v.sum())
+            self.min = min(self.min, float(v.min()))
+            self.max = max(self.max, float(v.max()))
+            self.hist += np.histogram(np.clip(v, 0, self.edges[-1]), self.edges)[0]
+
+    def median(self) -> float:
+        if self.valid == 0:
+            return 0.0
+        cdf = np.cumsum(self.hist)
+        i = int(np.searchsorted(cdf, self.valid / 2.0))
+        return float(0.5 * (self.edges[i] + self.edges[i + 1]))
+
+    def to_json(self) -> dict:
+        return {
+            "valid_pixels": int(self.valid),
+            "valid_fraction": float(self.valid / self.total) if self.total else 0.0,
+            "min_m": float(self.min) if self.valid else 0.0,
+            "max_m": float(self.max) if self.valid else 0.0,
+            "mean_m": float(self.sum / self.valid) if self.valid else 0.0,
+            "median_m": self.median(),
+            "histogram": {"edges_m": [round(float(e), 6) for e in self.edges], "counts": self.hist.tolist()},
+        }
+
+
+def write_manifest(output_dir: str, manifest: dict) -> str:
+    """Atomically write ``manifest.json`` (temp file + rename). Returns its path."""
+    manifest = dict(manifest)
+    manifest.setdefault("format_version", FORMAT_VERSION)
+    path = os.path.join(output_dir, MANIFEST_NAME)
+    tmp = path + TMP_SUFFIX
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(data_dir: str) -> dict:
+    """Read and validate ``data_dir/manifest.json``; errors name the file and what is wrong."""
+    path = os.path.join(data_dir, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise ManifestError(f"{path}: no manifest; is {data_dir!r} a tfdepth dataset (python -m tfdepth.convert)?")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+    for key in ("shards", "depth_scale"):
+        if key not in manifest:
+            raise ManifestError(f"{path}: missing key {key!r}")
+    for i, shard in enumerate(manifest["shards"]):
+        for key in ("path", "count", "split", "chunk"):
+            if key not in shard:
+                raise ManifestError(f"{path}: shards[{i}] lacks {key!r}")
+    return manifest
+
+
+def shard_paths(data_dir: str, manifest: dict, split: str, chunks: Optional[Iterable[int]] = None) -> List[str]:
+    """Absolute paths of the shards of ``split`` (optionally only the given chunk ids), in manifest order."""
+    wanted = None if chunks is None else set(int(c) for c in chunks)
+    paths = [os.path.join(data_dir, s["path"]) for s in manifest["shards"]
+             if s["split"] == split and (wanted is None or int(s["chunk"]) in wanted)]
+    if not paths:
+        splits = sorted({s["split"] for s in manifest["shards"]})
+        raise ManifestError(
+            f"{os.path.join(data_dir, MANIFEST_NAME)}: no shards for split {split!r}"
+            + (f" chunks {sorted(wanted)}" if wanted is not None else "") + f"; splits present: {splits}"
+        )
+    return paths
+
+
+def split_count(manifest: dict, split: str, chunks: Optional[Iterable[int]] = None) -> int:
+    wanted = None if chunks is None else set(int(c) for c in chunks)
+    return sum(int(s["count"]) for s in manifest["shards"]
+               if s["split"] == split and (wanted is None or int(s["chunk"]) in wanted))
+
+
+def num_chunks(manifest: dict, split: str = "train") -> int:
+    ids = {int(s["chunk"]) for s in manifest["shards"] if s["split"] == split}
+    return max(ids) + 1 if ids else 0

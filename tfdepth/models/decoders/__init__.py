@@ -1,0 +1,1 @@
+"""Decoders and heads: importing this package registers every decoder factory in ``DECODERS``."""

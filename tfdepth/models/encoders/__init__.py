@@ -1,0 +1,1 @@
+"""Encoders: importing this package registers every encoder factory in ``ENCODERS``."""
