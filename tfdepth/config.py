@@ -119,6 +119,7 @@ class TrainConfig:
     deterministic: bool = False
     log_every_steps: int = 10
     image_summary_every_steps: int = 0  # 0 = off
+    checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0: at epoch ends only)
     validate_every_epochs: int = 1
     keep_checkpoints: int = 3
     best_metric: str = "abs_rel"  # validation metric to keep the best checkpoint by (lower is better)

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdepth.config import load_config
+from tfdepth.data import pipeline, shards
+
+
+def data_cfg(directory, **overrides):
+    sets = [f"data.dataset=tfrecord", f"data.data_dir={directory}", "data.input_size=[32, 48]"]
+    sets += [f"data.{k}={v}" for k, v in overrides.items()]
+    return load_config(None, sets).data
+
+
+def test_eval_pipeline_returns_stored_metres_in_order(tiny_dataset):
+    directory, manifest, samples = tiny_dataset
+    cfg = data_cfg(directory)
+    ds = pipeline.build_dataset(cfg, "val", batch_size=3, training=False)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [3, 1]
+    image, depth = batches[0]
+    assert image.dtype == tf.float32 and image.shape == (3, 32, 48, 3)
+    assert depth.dtype == tf.float32 and depth.shape == (3, 32, 48, 1)
+    rgb0, depth0 = samples["val"][0]
+    np.testing.assert_allclose(image[0].numpy(), rgb0 / 255.0, atol=1e-6)
+    np.testing.assert_allclose(depth[0, ..., 0].numpy(), depth0, atol=1e-6)
+
+
+def test_training_pipeline_shapes_flip_and_determinism(tiny_dataset):
+    directory, manifest, samples = tiny_dataset
+    cfg = data_cfg(directory, **{"augment.hflip": 1.0, "shuffle_buffer": 1, "deterministic": "true"})
+    ds = pipeline.build_dataset(cfg, "train", batch_size=4, training=True, seed=3)
+    a = [(x.numpy(), y.numpy()) for x, y in ds]
+    b = [(x.numpy(), y.numpy()) for x, y in pipeline.build_dataset(cfg, "train", batch_size=4, training=True, seed=3)]
+    assert len(a) == 2  # 8 samples, drop_remainder
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    # hflip with probability 1: every training depth is a mirrored stored depth
+    stored = [d for _, d in samples["train"]]
+    for depth in np.concatenate([y for _, y in a]):
+        assert any(np.allclose(depth[..., 0], s[:, ::-1], atol=1e-6) for s in stored)
+
+
+def test_resize_keeps_invalid_pixels_and_max_depth_masks(tiny_dataset):
+    directory, manifest, samples = tiny_dataset
+    cfg = data_cfg(directory, input_size="[16, 24]", max_depth_m=3.0)
+    image, depth = next(iter(pipeline.build_dataset(cfg, "val", batch_size=4, training=False)))
+    assert image.shape == (4, 16, 24, 3)
+    d = depth.numpy()
+    assert d.max() <= 3.0 and (d == 0).any()
+    # nearest resize of a 32x48 map to 16x24 keeps stored values (no blending)
+    stored = samples["val"][0][1]
+    values = set(np.round(stored.ravel(), 3)) | {0.0}
+    assert set(np.round(d[0].ravel(), 3)) <= values
+
+
+def test_brightness_is_one_factor_and_permutation_reorders_channels():
+    image = 0.1 + 0.5 * tf.random.stateless_uniform([8, 8, 3], seed=[1, 2])  # stays < 1 after x1.5
+    depth = tf.ones([8, 8, 1])
+    cfg = load_config(None, ["data.augment.brightness=0.5", "data.augment.channel_permutation=1.0",
+                             "data.augment.hflip=0.0"]).data.augment
+    orders = set()
+    for i in range(30):
+        out, d = pipeline.augment_pair(image, depth, cfg, tf.constant([0, i], tf.int64))
+        out, x = out.numpy(), image.numpy()
+        # out = factor * x[..., perm] for one factor in [0.5, 1.5] and one permutation
+        perm = [int(np.argmin([np.abs(out[..., c] / x[..., k] - out[0, 0, c] / x[0, 0, k]).max() for k in range(3)]))
+                for c in range(3)]
+        factor = out[..., 0] / x[..., perm[0]]
+        assert sorted(perm) == [0, 1, 2]
+        np.testing.assert_allclose(out, factor[0, 0] * x[..., perm], rtol=1e-5)
+        assert 0.5 - 1e-6 <= factor[0, 0] <= 1.5 + 1e-6
+        orders.add(tuple(perm))
+        np.testing.assert_array_equal(d.numpy(), depth.numpy())
+    assert len(orders) >= 4  # the six orders are all drawn with probability 1
+
+
+def test_chunks_select_shards(tmp_path):
+    from conftest import write_tiny_dataset
+
+    manifest, _ = write_tiny_dataset(tmp_path / "c", num_train=12, records_per_shard=2, chunks=3)
+    assert shards.num_chunks(manifest) == 3
+    assert [shards.split_count(manifest, "train", [c]) for c in range(3)] == [4, 4, 4]
+    cfg = data_cfg(tmp_path / "c")
+    n = sum(int(x.shape[0]) for x, _ in pipeline.build_dataset(cfg, "train", 1, training=True, chunks=[1]))
+    assert n == 4
+
+
+def test_missing_split_is_named(tiny_dataset):
+    directory, _, _ = tiny_dataset
+    with pytest.raises(shards.ManifestError, match="no shards for split 'test'.*splits present: \\['train', 'val'\\]"):
+        pipeline.build_dataset(data_cfg(directory), "test", 2, training=False)

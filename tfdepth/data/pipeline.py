@@ -1,0 +1,138 @@
+"""Shards -> batches: interleaved reading, parallel decode, resize, augmentation, batch, prefetch.
+
+Every element is ``(image, depth)``: image float32 [B, H, W, 3] in [0, 1], depth float32 [B, H, W, 1]
+metres with 0 = invalid (depths above ``max_depth_m`` are set to 0). Augmentation randomness is
+stateless, seeded by ``(seed, element index)``, so a seeded pipeline is deterministic and its
+iterator state can be checkpointed and restored exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional, Tuple
+
+import tensorflow as tf
+
+from tfdepth.config import AugmentConfig, DataConfig
+from tfdepth.data import records, shards
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# The six orderings of the RGB channels, for the colour-channel permutation augmentation.
+_CHANNEL_PERMUTATIONS = tf.constant([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]], tf.int32)
+
+
+def resolve_dataset(data_cfg: DataConfig) -> Tuple[str, dict]:
+    """The dataset directory and its manifest; generates the synthetic dataset on first use."""
+    if data_cfg.dataset == "synthetic":
+        from tfdepth.data.synthetic import ensure_synthetic_dataset  # the generator is only needed here
+
+        manifest = ensure_synthetic_dataset(data_cfg.synthetic, data_cfg.data_dir)
+        return data_cfg.data_dir, manifest
+    if data_cfg.dataset == "tfrecord":
+        return data_cfg.data_dir, shards.read_manifest(data_cfg.data_dir)
+    raise ValueError(f"data.dataset must be 'synthetic' or 'tfrecord', got {data_cfg.dataset!r}")
+
+
+def resize_pair(image: tf.Tensor, depth: tf.Tensor, size: Tuple[int, int], mode: str) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Resize one image [H, W, 3] (bilinear, antialiased) and depth [H, W, 1] (nearest: no blending
+    across invalid pixels or depth edges) to ``size`` = (H, W). ``mode`` "center_crop" first crops the
+    largest centred window with the target aspect ratio."""
+    if mode == "center_crop":
+        shape = tf.shape(image)
+        h, w = shape[0], shape[1]
+        target_aspect = size[1] / size[0]
+        crop_w = tf.minimum(w, tf.cast(tf.round(tf.cast(h, tf.float32) * target_aspect), tf.int32))
+        crop_h = tf.minimum(h, tf.cast(tf.round(tf.cast(crop_w, tf.float32) / target_aspect), tf.int32))
+        top, left = (h - crop_h) // 2, (w - crop_w) // 2
+        image = image[top:top + crop_h, left:left + crop_w]
+        depth = depth[top:top + crop_h, left:left + crop_w]
+    elif mode != "resize":
+        raise ValueError(f"data.resize_mode must be 'resize' or 'center_crop', got {mode!r}")
+    image = tf.image.resize(image, size, method="bilinear", antialias=True)
+    depth = tf.image.resize(depth, size, method="nearest")
+    return tf.clip_by_value(image, 0.0, 1.0), depth
+
+
+def augment_pair(image: tf.Tensor, depth: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Stateless augmentation of one sample; ``seed`` is an int64 [2] tensor unique to the sample."""
+    u = tf.random.stateless_uniform([4], seed=seed)
+    if aug.hflip > 0:
+        flip = u[0] < aug.hflip
+        image = tf.where(flip, tf.reverse(image, [1]), image)
+        depth = tf.where(flip, tf.reverse(depth, [1]), depth)
+    if aug.brightness > 0:
+        factor = 1.0 + aug.brightness * (2.0 * u[1] - 1.0)
+        image = tf.clip_by_value(image * factor, 0.0, 1.0)
+    if aug.channel_permutation > 0:
+        index = tf.cast(tf.minimum(u[3] * 6.0, 5.0), tf.int32)
+        perm = tf.where(u[2] < aug.channel_permutation, _CHANNEL_PERMUTATIONS[index], _CHANNEL_PERMUTATIONS[0])
+        image = tf.gather(image, perm, axis=-1)
+    return image, depth
+
+
+def build_dataset(
+    data_cfg: DataConfig,
+    split: str,
+    batch_size: int,
+    training: bool,
+    chunks: Optional[Iterable[int]] = None,
+    seed: int = 0,
+    data_dir: Optional[str] = None,
+    manifest: Optional[dict] = None,
+    drop_remainder: Optional[bool] = None,
+) -> tf.data.Dataset:
+    """Batches of (image [B,H,W,3] in [0,1], depth [B,H,W,1] metres) from the shards of ``split``.
+
+    ``training`` shuffles (seeded by ``seed``) and augments; ``chunks`` restricts to curriculum chunks.
+    ``data.input_size`` of ``None``/``[]`` keeps the stored size (then every sample must have it).
+    One call is one pass over the data (one epoch); build a new dataset with another seed per epoch.
+    """
+    if data_dir is None or manifest is None:
+        data_dir, manifest = resolve_dataset(data_cfg)
+    files = shards.shard_paths(data_dir, manifest, split, chunks)
+    deterministic = data_cfg.deterministic or training is False
+    parallel = AUTOTUNE if data_cfg.parallel_calls < 0 else data_cfg.parallel_calls
+    size = tuple(int(s) for s in data_cfg.input_size) if data_cfg.input_size else None
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 4),
+        block_length=1,
+        num_parallel_calls=min(len(files), 4),
+        deterministic=deterministic,
+    )
+    if training and data_cfg.shuffle_buffer > 1:
+        # Shuffle serialised records (cheap to hold) before decoding.
+        ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=False)
+    ds = ds.enumerate()
+
+    aug = data_cfg.augment
+    max_depth = float(data_cfg.max_depth_m)
+    resize_mode = data_cfg.resize_mode
+
+    def parse(index, serialized):
+        example = records.parse_example(serialized)
+        image, depth = example["image"], example["depth"]
+        if size is not None:
+            image, depth = resize_pair(image, depth, size, resize_mode)
+        depth = tf.where(tf.math.is_finite(depth) & (depth <= max_depth), depth, 0.0)
+        if training:
+            image, depth = augment_pair(image, depth, aug, tf.stack([tf.cast(seed, tf.int64), index]))
+        return image, depth
+
+    ds = ds.map(parse, num_parallel_calls=parallel, deterministic=deterministic)
+    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+    return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+def steps_per_epoch(manifest: dict, split: str, batch_size: int, chunks: Optional[Iterable[int]] = None,
+                    drop_remainder: bool = True) -> int:
+    n = shards.split_count(manifest, split, chunks)
+    return n // batch_size if drop_remainder else -(-n // batch_size)

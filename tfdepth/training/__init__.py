@@ -1,0 +1,1 @@
+"""Training: schedules, optimisers, checkpoints, logging and the custom training loop."""

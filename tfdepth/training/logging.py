@@ -1,0 +1,142 @@
+"""Observability of a run: console progress bar, TensorBoard, ``history.json`` and the loss curve."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressBar:
+    """One line per epoch: ``[phase chunk epoch] [====>   ] step/total loss terms lr img/s ETA``.
+
+    Redraws in place on a terminal; elsewhere prints a line every ``every`` steps and at the end.
+    """
+
+    def __init__(self, total_steps: int, label: str, batch_size: int, every: int = 10, stream=None):
+        self.total = max(total_steps, 1)
+        self.label = label
+        self.batch_size = batch_size
+        self.every = max(every, 1)
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self.first_step_time: Optional[float] = None
+        self.steps_timed = 0
+
+    def update(self, step: int, values: Dict[str, float], lr: float) -> None:
+        now = time.perf_counter()
+        if self.first_step_time is None:  # exclude the first step (tracing / compilation) from the rate
+            self.first_step_time = now
+            self.first_step = step
+        done_timed = step - self.first_step
+        rate = done_timed * self.batch_size / (now - self.first_step_time) if done_timed > 0 else 0.0
+        if not (self.tty or step % self.every == 0 or step == self.total):
+            return
+        eta = (self.total - step) * self.batch_size / rate if rate > 0 else 0.0
+        width = 20
+        filled = int(width * step / self.total)
+        bar = "=" * max(filled - 1, 0) + (">" if filled < width else "=") + " " * (width - filled)
+        terms = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+        line = f"{self.label} [{bar}] {step}/{self.total} {terms} lr {lr:.2e} {rate:.1f} img/s ETA {_fmt_seconds(eta)}"
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if step == self.total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def images_per_second(self, step: int) -> float:
+        if self.first_step_time is None or step <= self.first_step:
+            return 0.0
+        return (step - self.first_step) * self.batch_size / (time.perf_counter() - self.first_step_time)
+
+
+class History:
+    """``history.json``: per-logging-step losses / lr and per-epoch records with phase and chunk."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.data = {"steps": [], "epochs": []}
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.data = json.load(f)
+
+    def truncate_to_step(self, global_step: int) -> None:
+        """Drop records beyond ``global_step`` (written after the checkpoint a resumed run starts from)."""
+        self.data["steps"] = [r for r in self.data["steps"] if r["step"] <= global_step]
+        self.data["epochs"] = [r for r in self.data["epochs"] if r["end_step"] <= global_step]
+
+    def log_step(self, record: dict) -> None:
+        self.data["steps"].append(record)
+
+    def log_epoch(self, record: dict) -> None:
+        self.data["epochs"].append(record)
+
+    def save(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.data, f, indent=1)
+        os.replace(tmp, self.path)
+
+    def plot(self, png_path: str) -> None:
+        """Loss curve with dashed lines at chunk boundaries and solid lines at phase boundaries."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = self.data["steps"]
+        if not steps:
+            return
+        fig, ax = plt.subplots(figsize=(9, 4))
+        x = [r["step"] for r in steps]
+        ax.plot(x, [r["loss"] for r in steps], lw=1, label="train loss")
+        val = [(r["end_step"], r["val"]["abs_rel"]) for r in self.data["epochs"] if r.get("val")]
+        if val:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*val), "o-", color="tab:orange", label="val AbsRel")
+            ax2.set_ylabel("val AbsRel")
+        prev = None
+        for r in self.data["epochs"]:
+            key = (r["phase"], r["chunk"])
+            if prev is not None and key != prev:
+                ax.axvline(r["start_step"], color="k", ls="-" if key[0] != prev[0] else "--", lw=0.8)
+            prev = key
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.set_title("training loss (solid: phase boundary, dashed: chunk boundary)")
+        fig.tight_layout()
+        fig.savefig(png_path, dpi=100)
+        plt.close(fig)
+
+
+def colorize_depth(depth: tf.Tensor, max_depth_m: float) -> tf.Tensor:
+    """[B,H,W,1] metres -> [B,H,W,3] float in [0,1] (near = bright yellow, far = dark blue; 0 = black)."""
+    t = tf.clip_by_value(depth / max_depth_m, 0.0, 1.0)
+    rgb = tf.concat([1.0 - t, 1.0 - 0.6 * t, 0.3 + 0.7 * t], axis=-1) * (1.0 - 0.7 * t)
+    return tf.where(depth > 0, rgb, 0.0)
+
+
+def write_image_summary(writer, step: int, image, pred, gt, max_depth_m: float, max_outputs: int = 3) -> None:
+    pred = tf.image.resize(tf.cast(pred, tf.float32), tf.shape(gt)[1:3])
+    panel = tf.concat([image, colorize_depth(pred, max_depth_m), colorize_depth(gt, max_depth_m)], axis=2)
+    with writer.as_default(step=step):
+        tf.summary.image("rgb | prediction | ground truth", panel, max_outputs=max_outputs)
+
+
+def write_scalars(writer, step: int, scalars: Dict[str, float], prefix: str = "") -> None:
+    with writer.as_default(step=step):
+        for k, v in scalars.items():
+            if np.isfinite(v):
+                tf.summary.scalar(prefix + k, v)

@@ -1,0 +1,395 @@
+"""The custom training loop: phases / curriculum chunks, tf.distribute, mixed precision, XLA, resume.
+
+A run is a flat list of *epoch units* derived from the phases (see :func:`plan_units`): a phase with
+``chunks: each`` contributes ``epochs`` units on chunk 0, then ``epochs`` on chunk 1, ...; a phase with
+``chunks: all`` contributes ``epochs`` units over all training shards. The position of a run is
+``(unit index, step within unit)``; checkpoints store it with the model, optimiser, global step and
+(mid-unit) the tf.data iterator, so a resumed run continues exactly where the checkpoint was taken.
+The learning rate of a step is the phase's schedule at the step's index within its phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfdepth.config import ExperimentConfig, save_config, to_dict
+from tfdepth.data import pipeline, shards
+from tfdepth.training import checkpoint as ckpt_lib
+from tfdepth.training.logging import History, ProgressBar, write_image_summary, write_scalars
+from tfdepth.training.optimizers import build_optimizer, set_learning_rate
+from tfdepth.training.schedules import build_schedule
+
+
+# Config keys that may change between a run and its resumption (they do not change what is trained).
+RESUME_SAFE_KEYS = ("eval.", "train.log_every_steps", "train.image_summary_every_steps",
+                    "train.checkpoint_every_steps", "data.parallel_calls")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (config mismatch on resume, too many non-finite steps, ...)."""
+
+
+@dataclasses.dataclass
+class EpochUnit:
+    index: int
+    phase_index: int
+    phase_name: str
+    chunks: Optional[List[int]]  # None = all chunks
+    chunk_label: str  # "all" or the chunk id
+    epoch: int  # epoch within (phase, chunk), 0-based
+    steps: int
+    phase_step_offset: int  # index of this unit's first step within its phase
+    phase_steps: int  # steps of the whole phase (schedule length)
+    schedule: Callable[[int], float]
+
+
+def plan_units(cfg: ExperimentConfig, manifest: dict) -> List[EpochUnit]:
+    """The ordered epoch units of the run, with step counts from the manifest's shard counts."""
+    tcfg = cfg.train
+    split = cfg.data.train_split
+    num_chunks = shards.num_chunks(manifest, split)
+    units: List[EpochUnit] = []
+    for p, phase in enumerate(tcfg.phases):
+        if phase.chunks == "each":
+            groups = [[c] for c in range(num_chunks)]
+        elif phase.chunks == "all":
+            groups = [None]
+        else:
+            raise ValueError(f"train.phases[{p}].chunks must be 'all' or 'each', got {phase.chunks!r}")
+        phase_units = []
+        offset = 0
+        for group in groups:
+            steps = pipeline.steps_per_epoch(manifest, split, tcfg.batch_size, group)
+            if tcfg.steps_per_epoch:
+                steps = min(steps, tcfg.steps_per_epoch)
+            if steps == 0:
+                raise ValueError(
+                    f"phase {phase.name!r}: chunk {group} of split {split!r} has fewer samples than one batch "
+                    f"({tcfg.batch_size})")
+            for e in range(phase.epochs):
+                phase_units.append(dict(chunks=group, epoch=e, steps=steps, offset=offset))
+                offset += steps
+        schedule = build_schedule(phase.schedule.name, phase.schedule.lr, offset, phase.schedule.args)
+        for u in phase_units:
+            units.append(EpochUnit(
+                index=len(units), phase_index=p, phase_name=phase.name, chunks=u["chunks"],
+                chunk_label="all" if u["chunks"] is None else str(u["chunks"][0]), epoch=u["epoch"],
+                steps=u["steps"], phase_step_offset=u["offset"], phase_steps=offset, schedule=schedule))
+    return units
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"train.strategy must be default, mirrored or multi_worker, got {name!r}")
+
+
+class Trainer:
+    """Owns model, optimiser, data and checkpoints of one workdir; :meth:`run` trains to the end."""
+
+    def __init__(self, cfg: ExperimentConfig, workdir: str, log_stream=None):
+        self.cfg = cfg
+        self.workdir = workdir
+        self.log = log_stream or sys.stderr
+        tcfg = cfg.train
+        os.makedirs(workdir, exist_ok=True)
+        self._check_or_save_config()
+
+        if tcfg.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(tcfg.seed)
+        keras.mixed_precision.set_global_policy(tcfg.mixed_precision)
+
+        self.strategy = make_strategy(tcfg.strategy)
+        self.data_dir, self.manifest = pipeline.resolve_dataset(cfg.data)
+        self.units = plan_units(cfg, self.manifest)
+
+        from tfdepth.losses import build_loss
+        from tfdepth.models.build import build_model
+
+        with self.strategy.scope():
+            self.model = build_model(cfg.model, cfg.data.input_size)
+            self.optimizer = build_optimizer(tcfg.optimizer, tcfg.phases[0].schedule.lr, tcfg.grad_accum_steps,
+                                             tcfg.mixed_precision)
+            self.optimizer.build(self.model.trainable_variables)
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            # (unit index, step within unit) of the next step to run.
+            self.position = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="position")
+            self.best_value = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_value")
+        self.loss_fn = build_loss(cfg.loss)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, global_step=self.global_step,
+                                              position=self.position, best_value=self.best_value)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
+                                                  max_to_keep=tcfg.keep_checkpoints)
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, ckpt_lib.BEST_DIR),
+                                                       max_to_keep=1)
+        self.history = History(os.path.join(workdir, "history.json"))
+        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self._train_step = self._make_train_step()
+
+    # ---------------------------------------------------------------------------------------------
+    def _check_or_save_config(self) -> None:
+        path = os.path.join(self.workdir, ckpt_lib.CONFIG_NAME)
+        if os.path.isfile(path):
+            from tfdepth.config import load_config
+
+            saved = to_dict(load_config(path))
+            current = to_dict(self.cfg)
+            diffs = sorted(k for k in _diff_keys(saved, current) if not k.startswith(RESUME_SAFE_KEYS))
+            if diffs and tf.train.latest_checkpoint(os.path.join(self.workdir, ckpt_lib.CHECKPOINT_DIR)):
+                raise TrainingError(
+                    f"{self.workdir} holds a run with a different config (keys differ: {', '.join(diffs)}); "
+                    "use a new --workdir or the same config to resume")
+        save_config(self.cfg, path)
+
+    def _make_train_step(self):
+        model, optimizer, strategy, loss_fn = self.model, self.optimizer, self.strategy, self.loss_fn
+        global_batch = self.cfg.train.batch_size
+        variables = model.trainable_variables
+        scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+        def forward_backward(image, depth):
+            with tf.GradientTape() as tape:
+                outputs = model(image, training=True)
+                per_example, terms = loss_fn(outputs, depth)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                scaled = optimizer.scale_loss(loss) if scale_loss else loss
+            grads = tape.gradient(scaled, variables)
+            terms = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch) for k, v in terms.items()}
+            return loss, terms, grads, outputs["depth"]
+
+        if self.cfg.train.jit_compile:
+            # XLA for forward + backward; gradients are applied outside the compiled function, which
+            # avoids the known MirroredStrategy + jit_compile + LossScaleOptimizer failures.
+            forward_backward = tf.function(forward_backward, jit_compile=True)
+
+        def replica_step(image, depth):
+            loss, terms, grads, pred = forward_backward(image, depth)
+            if scale_loss:  # LossScaleOptimizer unscales, skips non-finite steps and adapts the scale
+                optimizer.apply(grads, variables)
+                finite = tf.math.is_finite(loss)
+            else:
+                finite = tf.math.is_finite(loss)
+                for g in grads:
+                    if g is not None:
+                        finite = finite & tf.reduce_all(tf.math.is_finite(g))
+                def apply():
+                    optimizer.apply(grads, variables)
+                    return tf.constant(True)
+
+                tf.cond(finite, apply, lambda: tf.constant(False))
+            return loss, terms, tf.cast(finite, tf.int32), pred
+
+        @tf.function
+        def train_step(image, depth):
+            loss, terms, finite, pred = strategy.run(replica_step, args=(image, depth))
+            reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            loss = reduce(loss)
+            terms = {k: reduce(v) for k, v in terms.items()}
+            finite = reduce(finite) >= strategy.num_replicas_in_sync  # every replica's step was finite
+            self.global_step.assign_add(1)
+            return loss, terms, finite
+
+        return train_step
+
+    # ---------------------------------------------------------------------------------------------
+    def _dataset(self, unit: EpochUnit) -> tf.data.Dataset:
+        seed = self.cfg.train.seed * 100003 + unit.index
+        ds = pipeline.build_dataset(self.cfg.data, self.cfg.data.train_split, self.cfg.train.batch_size, training=True,
+                                    chunks=unit.chunks, seed=seed, data_dir=self.data_dir, manifest=self.manifest)
+        return ds.take(unit.steps)
+
+    def _restore(self) -> None:
+        latest = self.manager.latest_checkpoint
+        if not latest:
+            return
+        self.checkpoint.restore(latest).expect_partial()
+        unit, step = (int(v) for v in self.position.numpy())
+        self.history.truncate_to_step(int(self.global_step.numpy()))
+        print(f"resumed from {latest}: global step {int(self.global_step.numpy())}, unit {unit} step {step}",
+              file=self.log)
+        self._resume_checkpoint = latest
+
+    def _save(self, iterator=None) -> str:
+        if iterator is not None:
+            self.checkpoint.iterator = iterator
+        elif hasattr(self.checkpoint, "iterator"):
+            del self.checkpoint.iterator
+        path = self.manager.save(checkpoint_number=int(self.global_step.numpy()))
+        self.history.save()
+        return path
+
+    def run(self) -> dict:
+        """Train all remaining units, then evaluate; returns the final metrics dict (also metrics.json)."""
+        self._resume_checkpoint = None
+        self._restore()
+        start_unit, start_step = (int(v) for v in self.position.numpy())
+        if start_unit >= len(self.units):
+            print(f"training in {self.workdir} already finished ({len(self.units)} epoch units, "
+                  f"global step {int(self.global_step.numpy())})", file=self.log)
+        tcfg = self.cfg.train
+        ckpt_every = tcfg.checkpoint_every_steps
+        for unit in self.units[start_unit:]:
+            ds = self._dataset(unit)
+            dist_ds = self.strategy.experimental_distribute_dataset(ds) if tcfg.strategy != "default" else ds
+            iterator = iter(dist_ds)
+            first_step = 0
+            if unit.index == start_unit and start_step > 0:
+                tf.train.Checkpoint(iterator=iterator).restore(self._resume_checkpoint).expect_partial()
+                first_step = start_step
+            label = (f"[{unit.phase_name} {unit.phase_index + 1}/{len(tcfg.phases)} chunk {unit.chunk_label} "
+                     f"epoch {unit.epoch + 1}]")
+            bar = ProgressBar(unit.steps, label, tcfg.batch_size, tcfg.log_every_steps, self.log)
+            start_global = int(self.global_step.numpy()) - first_step
+            sums: Dict[str, float] = {}
+            n = 0
+            for step in range(first_step, unit.steps):
+                lr = unit.schedule(unit.phase_step_offset + step)
+                set_learning_rate(self.optimizer, lr)
+                image, depth = next(iterator)
+                loss, terms, finite = self._train_step(image, depth)
+                gstep = int(self.global_step.numpy())
+                loss_value = float(loss)
+                self._track_nonfinite(bool(int(finite)), gstep, loss_value)
+                values = {"loss": loss_value, **{k: float(v) for k, v in terms.items()}}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+                self.position.assign([unit.index, step + 1])
+                bar.update(step + 1, values, lr)
+                if gstep % tcfg.log_every_steps == 0 or step + 1 == unit.steps:
+                    self.history.log_step({"step": gstep, "lr": lr, "phase": unit.phase_name,
+                                           "chunk": unit.chunk_label, **values})
+                    write_scalars(self.writer, gstep, {**values, "lr": lr,
+                                                       "images_per_s": bar.images_per_second(step + 1)}, "train/")
+                if tcfg.image_summary_every_steps and gstep % tcfg.image_summary_every_steps == 0:
+                    pred = self.model(image, training=False)["depth"] if tcfg.strategy == "default" else None
+                    if pred is not None:
+                        write_image_summary(self.writer, gstep, image, pred, depth, self.cfg.data.max_depth_m)
+                if ckpt_every and gstep % ckpt_every == 0 and step + 1 < unit.steps:
+                    self._save(iterator if tcfg.strategy == "default" else None)
+            self.position.assign([unit.index + 1, 0])
+            record = {"unit": unit.index, "phase": unit.phase_name, "phase_index": unit.phase_index,
+                      "chunk": unit.chunk_label, "epoch": unit.epoch, "start_step": start_global,
+                      "end_step": int(self.global_step.numpy()), "lr_first": unit.schedule(unit.phase_step_offset),
+                      "lr_last": unit.schedule(unit.phase_step_offset + unit.steps - 1),
+                      "train": {k: v / max(n, 1) for k, v in sums.items()},
+                      "images_per_s": bar.images_per_second(unit.steps)}
+            is_last = unit.index == len(self.units) - 1
+            if tcfg.validate_every_epochs and ((unit.index + 1) % tcfg.validate_every_epochs == 0 or is_last):
+                val = self.evaluate(max_images=self.cfg.eval.max_images)["overall"]
+                record["val"] = val
+                write_scalars(self.writer, record["end_step"], val, "val/")
+                print(f"{label} validation: " + " ".join(f"{k} {v:.4f}" for k, v in val.items()
+                                                         if k in ("abs_rel", "rmse", "d1", "mae")), file=self.log)
+                value = val.get(tcfg.best_metric)
+                if value is not None and value < float(self.best_value.numpy()):
+                    self.best_value.assign(value)
+                    self.best_manager.save(checkpoint_number=record["end_step"])
+            self.history.log_epoch(record)
+            self._save()
+        self.writer.flush()
+        self.history.plot(os.path.join(self.workdir, "loss_curve.png"))
+        return self.final_metrics()
+
+    def _track_nonfinite(self, finite: bool, step: int, loss: float) -> None:
+        if finite:
+            self.nonfinite_in_a_row = 0
+            return
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        print(f"step {step}: non-finite loss or gradients ({loss}); step skipped "
+              f"({self.nonfinite_in_a_row} in a row, {self.nonfinite_total} in total)", file=self.log)
+        if self.nonfinite_in_a_row >= self.cfg.train.max_consecutive_nonfinite:
+            self._save()
+            raise TrainingError(
+                f"{self.nonfinite_in_a_row} consecutive non-finite steps (train.max_consecutive_nonfinite="
+                f"{self.cfg.train.max_consecutive_nonfinite}); last checkpoint saved in {self.workdir}. Lower the "
+                "learning rate, check the data for bad depth values, or use float32")
+
+    # ---------------------------------------------------------------------------------------------
+    def _eval_dataset(self) -> tf.data.Dataset:
+        return pipeline.build_dataset(self.cfg.data, self.cfg.data.val_split, self.cfg.eval.batch_size,
+                                      training=False, data_dir=self.data_dir, manifest=self.manifest)
+
+    def evaluate(self, max_images: Optional[int] = None) -> dict:
+        from tfdepth.metrics import evaluate_model
+
+        model = self.model
+
+        @tf.function
+        def predict(images):
+            return tf.cast(model(images, training=False)["depth"], tf.float32)
+
+        return evaluate_model(predict, self._eval_dataset(), self.cfg.eval.protocol,
+                              flip_average=self.cfg.eval.flip_average, max_images=max_images)
+
+    def baseline_depth_m(self) -> float:
+        """The training split's median valid depth (metres): the constant baseline's prediction."""
+        stats = self.manifest.get("splits", {}).get(self.cfg.data.train_split, {}).get("depth_stats", {})
+        if stats.get("median_m"):
+            return float(stats["median_m"])
+        # Manifest without statistics: measure on (up to) 200 training samples.
+        values = []
+        ds = pipeline.build_dataset(self.cfg.data, self.cfg.data.train_split, 8, training=False,
+                                    data_dir=self.data_dir, manifest=self.manifest).take(25)
+        for _, depth in ds:
+            d = depth.numpy()
+            values.append(d[d > 0])
+        return float(np.median(np.concatenate(values)))
+
+    def final_metrics(self) -> dict:
+        """Model vs the constant-median baseline on the validation split; writes ``metrics.json``."""
+        from tfdepth.metrics import evaluate_model
+
+        model_result = self.evaluate(max_images=self.cfg.eval.max_images)
+        median = self.baseline_depth_m()
+
+        def baseline(images):
+            shape = tf.shape(images)
+            return tf.fill([shape[0], shape[1], shape[2], 1], tf.constant(median, tf.float32))
+
+        base_result = evaluate_model(baseline, self._eval_dataset(), self.cfg.eval.protocol,
+                                     max_images=self.cfg.eval.max_images)
+        keys = ("abs_rel", "rmse", "log10", "d1", "d2", "d3", "mae")
+        metrics = {
+            "model": {k: model_result["overall"][k] for k in keys},
+            "baseline": {k: base_result["overall"][k] for k in keys},
+            "baseline_depth_m": median,
+            "images": model_result["count"],
+            "protocol": self.cfg.eval.protocol,
+            "split": self.cfg.data.val_split,
+            "global_step": int(self.global_step.numpy()),
+        }
+        path = os.path.join(self.workdir, "metrics.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(metrics, f, indent=1)
+        os.replace(path + ".tmp", path)
+        print("metrics (" + self.cfg.data.val_split + f", {metrics['images']} images): "
+              + " ".join(f"{k} {metrics['model'][k]:.4f} (baseline {metrics['baseline'][k]:.4f})" for k in keys),
+              file=self.log)
+        return metrics
+
+
+def _diff_keys(a, b, prefix: str = "") -> List[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in set(a) | set(b):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return [] if a == b else [prefix]
