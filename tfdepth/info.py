@@ -9,6 +9,7 @@ Keys: ``model``, ``encoder``, ``total_params`` (all Keras weights, BatchNorm sta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from tfdepth import cli
@@ -18,22 +19,21 @@ def model_info(cfg) -> dict:
     import keras
 
     from tfdepth.models.build import build_encoder, build_model
-    from tfdepth.models.encoders import count_encoder_params
+    from tfdepth.models.encoders import PARAM_COUNT_CONVENTION, encoder_parameter_count
     from tfdepth.models.flops import forward_flops
 
     keras.mixed_precision.set_global_policy("float32")
-    model_cfg = cfg.model.__class__(**{**cfg.model.__dict__, "encoder_weights": "none"})
+    model_cfg = dataclasses.replace(cfg.model, encoder_weights="none")  # counts do not need weights
     model = build_model(model_cfg, cfg.data.input_size)
     encoder = build_encoder(model_cfg, cfg.data.input_size)
-    convention, encoder_params = count_encoder_params(model_cfg.encoder, encoder)
     return {
         "model": model.name,
         "encoder": cfg.model.encoder,
         "decoder": cfg.model.decoder,
         "total_params": int(model.count_params()),
         "trainable_params": int(sum(int(v.numpy().size) for v in model.trainable_variables)),
-        "encoder_params": int(encoder_params),
-        "encoder_param_convention": convention,
+        "encoder_params": int(encoder_parameter_count(model_cfg.encoder, encoder)),
+        "encoder_param_convention": PARAM_COUNT_CONVENTION[model_cfg.encoder],
         "input_shape": [None, *[int(s) for s in cfg.data.input_size], 3],
         "output_shapes": {k: [None, *[int(d) for d in v.shape[1:]]] for k, v in model.output.items()},
         "forward_gflops": round(forward_flops(model) / 1e9, 4),

@@ -114,6 +114,11 @@ class Trainer:
         keras.mixed_precision.set_global_policy(tcfg.mixed_precision)
 
         self.strategy = make_strategy(tcfg.strategy)
+        self.is_chief = _is_chief(self.strategy)
+        # Every worker of a multi-worker run saves (saving is collective); non-chief workers write to
+        # a scratch directory of their own, the chief to the workdir.
+        self.save_dir = workdir if self.is_chief else os.path.join(
+            workdir, f".worker{self.strategy.cluster_resolver.task_id}")
         self.data_dir, self.manifest = pipeline.resolve_dataset(cfg.data)
         self.units = plan_units(cfg, self.manifest)
 
@@ -132,12 +137,12 @@ class Trainer:
         self.loss_fn = build_loss(cfg.loss)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, global_step=self.global_step,
                                               position=self.position, best_value=self.best_value)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.save_dir, ckpt_lib.CHECKPOINT_DIR),
                                                   max_to_keep=tcfg.keep_checkpoints)
-        self.best_manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, ckpt_lib.BEST_DIR),
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.save_dir, ckpt_lib.BEST_DIR),
                                                        max_to_keep=1)
-        self.history = History(os.path.join(workdir, "history.json"))
-        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        self.history = History(os.path.join(self.save_dir, "history.json"))
+        self.writer = tf.summary.create_file_writer(os.path.join(self.save_dir, "tensorboard"))
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self._train_step = self._make_train_step()
@@ -212,7 +217,13 @@ class Trainer:
         seed = self.cfg.train.seed * 100003 + unit.index
         ds = pipeline.build_dataset(self.cfg.data, self.cfg.data.train_split, self.cfg.train.batch_size, training=True,
                                     chunks=unit.chunks, seed=seed, data_dir=self.data_dir, manifest=self.manifest)
-        return ds.take(unit.steps)
+        ds = ds.take(unit.steps)
+        if self.cfg.train.strategy != "default":
+            # Shard by element: a chunk may hold fewer shard files than there are workers.
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            ds = ds.with_options(options)
+        return ds
 
     def _restore(self) -> None:
         latest = self.manager.latest_checkpoint
@@ -304,6 +315,8 @@ class Trainer:
             self.history.log_epoch(record)
             self._save()
         self.writer.flush()
+        if not self.is_chief:
+            return {}
         self.history.plot(os.path.join(self.workdir, "loss_curve.png"))
         return self.final_metrics()
 
@@ -384,6 +397,15 @@ class Trainer:
               + " ".join(f"{k} {metrics['model'][k]:.4f} (baseline {metrics['baseline'][k]:.4f})" for k in keys),
               file=self.log)
         return metrics
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 def _diff_keys(a, b, prefix: str = "") -> List[str]:

@@ -1,0 +1,131 @@
+"""Evaluation figures (matplotlib, Agg backend): error against depth, and a qualitative grid.
+
+* :class:`ErrorByDepth` accumulates |d - g| over valid pixels in ground-truth depth bins;
+  :func:`plot_error_vs_depth` draws the mean absolute error per bin (and the pixel count).
+* :func:`plot_qualitative_grid` draws one row per sample: RGB (when given) | prediction | ground truth
+  | absolute error. Prediction and ground truth share one colour scale (0 .. the row's largest valid
+  ground truth) and a colour bar; the error has its own colour bar in metres. Invalid ground-truth
+  pixels are drawn grey.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Sequence
+
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+class ErrorByDepth:
+    """Sum and count of |pred - gt| in ground-truth bins ``[k * bin_width_m, (k + 1) * bin_width_m)``."""
+
+    def __init__(self, bin_width_m: float = 0.25):
+        if not bin_width_m > 0:
+            raise ValueError(f"ErrorByDepth: bin_width_m must be > 0, got {bin_width_m}")
+        self.bin_width_m = float(bin_width_m)
+        self.abs_sum = np.zeros(0, np.float64)
+        self.count = np.zeros(0, np.int64)
+
+    def update(self, pred_m: np.ndarray, gt_m: np.ndarray) -> None:
+        """``pred_m`` and ``gt_m``: 1-D arrays of valid pixels, metres."""
+        pred_m, gt_m = np.asarray(pred_m, np.float64).ravel(), np.asarray(gt_m, np.float64).ravel()
+        if pred_m.size == 0:
+            return
+        index = np.floor(gt_m / self.bin_width_m).astype(np.int64)
+        n = int(index.max()) + 1
+        if n > self.abs_sum.size:
+            self.abs_sum = np.pad(self.abs_sum, (0, n - self.abs_sum.size))
+            self.count = np.pad(self.count, (0, n - self.count.size))
+        self.abs_sum[:n] += np.bincount(index, weights=np.abs(pred_m - gt_m), minlength=n)
+        self.count[:n] += np.bincount(index, minlength=n)
+
+    def result(self) -> Dict[str, list]:
+        """``bin_centre_m``, ``mean_abs_error_m`` (nan for empty bins) and ``count`` per bin."""
+        centres = (np.arange(self.count.size) + 0.5) * self.bin_width_m
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.count > 0, self.abs_sum / np.maximum(self.count, 1), np.nan)
+        return {"bin_centre_m": centres.tolist(), "mean_abs_error_m": mean.tolist(), "count": self.count.tolist()}
+
+
+def plot_error_vs_depth(errors: ErrorByDepth, path: str, title: str = "Error against depth") -> str:
+    """Writes a PNG: mean absolute error (m) per ground-truth depth bin, pixel counts on a second axis."""
+    data = errors.result()
+    centres = np.asarray(data["bin_centre_m"])
+    mean = np.asarray(data["mean_abs_error_m"], dtype=np.float64)
+    count = np.asarray(data["count"])
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    keep = count > 0
+    ax.plot(centres[keep], mean[keep], marker="o", markersize=3, color="tab:red", label="mean |d - g|")
+    ax.set_xlabel("ground-truth depth (m)")
+    ax.set_ylabel("mean absolute error (m)", color="tab:red")
+    ax.grid(True, alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.bar(centres, count, width=errors.bin_width_m * 0.9, alpha=0.2, color="tab:blue")
+    ax2.set_ylabel("valid pixels", color="tab:blue")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def plot_qualitative_grid(samples: Sequence[Dict[str, np.ndarray]], path: str, cmap: str = "magma_r") -> str:
+    """Writes a PNG grid, one row per sample dict with ``pred`` and ``gt`` (HxW metres), optional
+    ``rgb`` (HxWx3, float in [0, 1] or uint8) and ``valid`` (bool HxW; default gt > 0 and finite)."""
+    if not samples:
+        raise ValueError("plot_qualitative_grid: no samples to draw")
+    with_rgb = any(s.get("rgb") is not None for s in samples)
+    titles = (["RGB"] if with_rgb else []) + ["prediction (m)", "ground truth (m)", "absolute error (m)"]
+    n_rows, n_cols = len(samples), len(titles)
+    first = np.asarray(samples[0]["gt"])
+    aspect = first.shape[1] / max(first.shape[0], 1)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.4 * aspect * n_cols, 3.0 * n_rows), dpi=100, squeeze=False)
+    for r, sample in enumerate(samples):
+        pred = np.squeeze(np.asarray(sample["pred"], np.float64))
+        gt = np.squeeze(np.asarray(sample["gt"], np.float64))
+        valid = sample.get("valid")
+        if valid is None:
+            with np.errstate(invalid="ignore"):
+                valid = np.isfinite(gt) & (gt > 0)
+        valid = np.asarray(valid, bool)
+        vmax = float(gt[valid].max()) if valid.any() else float(np.nanmax(np.where(np.isfinite(pred), pred, 0)))
+        vmax = vmax if vmax > 0 else 1.0
+        depth_cmap = plt.get_cmap(cmap).with_extremes(bad="0.6")
+        error = np.where(valid, np.abs(pred - np.where(valid, gt, 0.0)), np.nan)
+        c = 0
+        if with_rgb:
+            rgb = sample.get("rgb")
+            ax = axes[r, c]
+            if rgb is not None:
+                ax.imshow(np.clip(np.asarray(rgb, np.float64) / (255.0 if np.asarray(rgb).dtype == np.uint8 else 1.0), 0, 1))
+            c += 1
+        im = axes[r, c].imshow(np.ma.masked_invalid(pred), cmap=depth_cmap, vmin=0.0, vmax=vmax)
+        fig.colorbar(im, ax=axes[r, c], fraction=0.046, pad=0.02)
+        im = axes[r, c + 1].imshow(np.ma.masked_where(~valid, gt), cmap=depth_cmap, vmin=0.0, vmax=vmax)
+        fig.colorbar(im, ax=axes[r, c + 1], fraction=0.046, pad=0.02)
+        err_cmap = plt.get_cmap("inferno").with_extremes(bad="0.6")
+        emax = float(np.nanpercentile(error, 99)) if valid.any() else 1.0
+        im = axes[r, c + 2].imshow(np.ma.masked_invalid(error), cmap=err_cmap, vmin=0.0, vmax=max(emax, 1e-6))
+        fig.colorbar(im, ax=axes[r, c + 2], fraction=0.046, pad=0.02)
+        label = sample.get("name")
+        if label:
+            axes[r, 0].set_ylabel(str(label), fontsize=8)
+    for c, title in enumerate(titles):
+        axes[0, c].set_title(title, fontsize=10)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _save(fig, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
