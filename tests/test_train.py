@@ -94,7 +94,7 @@ def test_nonfinite_steps_are_skipped_then_stop(chunked_data, tmp_path):
 
 def _train_cmd(config, workdir, data_dir, *extra):
     sets = TINY + [f"data.data_dir={data_dir}", "train.steps_per_epoch=3", "train.checkpoint_every_steps=1",
-                   "train.phases.1.epochs=1", "train.validate_every_epochs=0", *extra]
+                   "train.phases.0.epochs=1", "train.phases.1.epochs=1", "train.validate_every_epochs=0", *extra]
     cmd = [sys.executable, "-m", "tfdepth.train", "--config", config, "--workdir", workdir, "--deterministic"]
     for s in sets:
         cmd += ["--set", s]
@@ -108,7 +108,8 @@ def test_kill9_then_resume_matches_uninterrupted_run(chunked_data, tmp_path):
     subprocess.run(_train_cmd(config, straight, chunked_data), check=True, env=env, capture_output=True)
 
     killed = str(tmp_path / "killed")
-    kill_at = int(np.random.default_rng().integers(3, 18))  # total: 6 base epochs x 3 + 3 = 21 steps
+    # 3 chunks x 1 epoch x 2 steps (4 samples per chunk, batch 2), then 3 steps over all chunks: 9 steps
+    kill_at = int(np.random.default_rng().integers(2, 8))
     proc = subprocess.Popen(_train_cmd(config, killed, chunked_data), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -121,7 +122,7 @@ def test_kill9_then_resume_matches_uninterrupted_run(chunked_data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     interrupted_at = int(tf.train.latest_checkpoint(os.path.join(killed, "checkpoints")).rsplit("-", 1)[1])
-    assert interrupted_at < 21
+    assert interrupted_at < 9
 
     resumed = subprocess.run(_train_cmd(config, killed, chunked_data), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

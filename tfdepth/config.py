@@ -129,7 +129,11 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     protocol: str = "none"  # nyu | kitti | none
+    crop: Optional[str] = None  # protocol's crop override: none | eigen | garg | kb
+    gt_resolution: str = "native"  # native: score against stored ground truth; input: at model input size
     flip_average: bool = False
+    pooled: bool = False  # pixel-pooled metrics instead of per-image averages
+    with_ssim: bool = False
     max_images: Optional[int] = None
     batch_size: int = 8
 

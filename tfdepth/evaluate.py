@@ -249,7 +249,7 @@ def evaluate_checkpoint(
     import tensorflow as tf
 
     from tfdepth.config import load_config
-    from tfdepth.data.pipeline import build_dataset
+    from tfdepth.data.pipeline import build_eval_dataset
     from tfdepth.training.checkpoint import load_trained_model
 
     config = None
@@ -264,7 +264,7 @@ def evaluate_checkpoint(
     split = split or cfg.data.val_split
     flip = cfg.eval.flip_average if flip_average is None else flip_average
     limit = max_images if max_images is not None else cfg.eval.max_images
-    dataset = build_dataset(cfg.data, split, cfg.eval.batch_size, training=False)
+    dataset = build_eval_dataset(cfg.data, cfg.eval, split)
 
     @tf.function
     def predict(images):

@@ -81,11 +81,14 @@ def build_dataset(
     data_dir: Optional[str] = None,
     manifest: Optional[dict] = None,
     drop_remainder: Optional[bool] = None,
+    depth_at_input_size: bool = True,
 ) -> tf.data.Dataset:
     """Batches of (image [B,H,W,3] in [0,1], depth [B,H,W,1] metres) from the shards of ``split``.
 
     ``training`` shuffles (seeded by ``seed``) and augments; ``chunks`` restricts to curriculum chunks.
     ``data.input_size`` of ``None``/``[]`` keeps the stored size (then every sample must have it).
+    ``depth_at_input_size=False`` resizes only the image and keeps the depth at its stored resolution
+    (evaluation against full-resolution ground truth, as the published tables do).
     One call is one pass over the data (one epoch); build a new dataset with another seed per epoch.
     """
     if data_dir is None or manifest is None:
@@ -121,7 +124,9 @@ def build_dataset(
         example = records.parse_example(serialized)
         image, depth = example["image"], example["depth"]
         if size is not None:
-            image, depth = resize_pair(image, depth, size, resize_mode)
+            resized_image, resized_depth = resize_pair(image, depth, size, resize_mode)
+            image = resized_image
+            depth = resized_depth if depth_at_input_size else depth
         depth = tf.where(tf.math.is_finite(depth) & (depth <= max_depth), depth, 0.0)
         if training:
             image, depth = augment_pair(image, depth, aug, tf.stack([tf.cast(seed, tf.int64), index]))
@@ -130,6 +135,23 @@ def build_dataset(
     ds = ds.map(parse, num_parallel_calls=parallel, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
     return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+def build_eval_dataset(data_cfg: DataConfig, eval_cfg, split: str, data_dir: Optional[str] = None,
+                       manifest: Optional[dict] = None) -> tf.data.Dataset:
+    """Evaluation batches: images at the model's input size; depth at the stored resolution when
+    ``eval.gt_resolution`` is "native" (batch 1 if the dataset's image sizes vary), else at input size."""
+    if data_dir is None or manifest is None:
+        data_dir, manifest = resolve_dataset(data_cfg)
+    native = eval_cfg.gt_resolution == "native"
+    if eval_cfg.gt_resolution not in ("native", "input"):
+        raise ValueError(f"eval.gt_resolution must be 'native' or 'input', got {eval_cfg.gt_resolution!r}")
+    if native and data_cfg.resize_mode != "resize":
+        raise ValueError("eval.gt_resolution 'native' needs data.resize_mode 'resize' (a crop changes the "
+                         "ground truth's field of view); use eval.gt_resolution: input")
+    batch = eval_cfg.batch_size if (not native or manifest.get("image_size")) else 1
+    return build_dataset(data_cfg, split, batch, training=False, data_dir=data_dir, manifest=manifest,
+                         depth_at_input_size=not native)
 
 
 def steps_per_epoch(manifest: dict, split: str, batch_size: int, chunks: Optional[Iterable[int]] = None,

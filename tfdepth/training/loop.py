@@ -337,8 +337,8 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------
     def _eval_dataset(self) -> tf.data.Dataset:
-        return pipeline.build_dataset(self.cfg.data, self.cfg.data.val_split, self.cfg.eval.batch_size,
-                                      training=False, data_dir=self.data_dir, manifest=self.manifest)
+        return pipeline.build_eval_dataset(self.cfg.data, self.cfg.eval, self.cfg.data.val_split,
+                                           data_dir=self.data_dir, manifest=self.manifest)
 
     def evaluate(self, max_images: Optional[int] = None) -> dict:
         from tfdepth.metrics import evaluate_model
@@ -349,8 +349,10 @@ class Trainer:
         def predict(images):
             return tf.cast(model(images, training=False)["depth"], tf.float32)
 
-        return evaluate_model(predict, self._eval_dataset(), self.cfg.eval.protocol,
-                              flip_average=self.cfg.eval.flip_average, max_images=max_images)
+        ecfg = self.cfg.eval
+        return evaluate_model(predict, self._eval_dataset(), ecfg.protocol, crop=ecfg.crop,
+                              flip_average=ecfg.flip_average, max_images=max_images, pooled=ecfg.pooled,
+                              with_ssim=ecfg.with_ssim)
 
     def baseline_depth_m(self) -> float:
         """The training split's median valid depth (metres): the constant baseline's prediction."""
@@ -377,8 +379,9 @@ class Trainer:
             shape = tf.shape(images)
             return tf.fill([shape[0], shape[1], shape[2], 1], tf.constant(median, tf.float32))
 
-        base_result = evaluate_model(baseline, self._eval_dataset(), self.cfg.eval.protocol,
-                                     max_images=self.cfg.eval.max_images)
+        ecfg = self.cfg.eval
+        base_result = evaluate_model(baseline, self._eval_dataset(), ecfg.protocol, crop=ecfg.crop,
+                                     max_images=ecfg.max_images, pooled=ecfg.pooled)
         keys = ("abs_rel", "rmse", "log10", "d1", "d2", "d3", "mae")
         metrics = {
             "model": {k: model_result["overall"][k] for k in keys},
