@@ -91,3 +91,16 @@ def test_missing_split_is_named(tiny_dataset):
     directory, _, _ = tiny_dataset
     with pytest.raises(shards.ManifestError, match="no shards for split 'test'.*splits present: \\['train', 'val'\\]"):
         pipeline.build_dataset(data_cfg(directory), "test", 2, training=False)
+
+
+def test_eval_dataset_keeps_native_ground_truth(tiny_dataset):
+    directory, manifest, samples = tiny_dataset
+    cfg = load_config(None, ["data.dataset=tfrecord", f"data.data_dir={directory}", "data.input_size=[16, 16]",
+                             "data.resize_mode=center_crop", "eval.batch_size=2"])
+    image, depth = next(iter(pipeline.build_eval_dataset(cfg.data, cfg.eval, "val")))
+    assert image.shape == (2, 16, 16, 3)
+    # stored 32x48 -> centred 32x32 window, ground truth untouched inside it
+    np.testing.assert_allclose(depth[0, ..., 0].numpy(), samples["val"][0][1][:, 8:40], atol=1e-6)
+    cfg.eval.gt_resolution = "input"
+    _, depth = next(iter(pipeline.build_eval_dataset(cfg.data, cfg.eval, "val")))
+    assert depth.shape == (2, 16, 16, 1)

@@ -34,24 +34,30 @@ def resolve_dataset(data_cfg: DataConfig) -> Tuple[str, dict]:
     raise ValueError(f"data.dataset must be 'synthetic' or 'tfrecord', got {data_cfg.dataset!r}")
 
 
-def resize_pair(image: tf.Tensor, depth: tf.Tensor, size: Tuple[int, int], mode: str) -> Tuple[tf.Tensor, tf.Tensor]:
+def center_crop_to_aspect(image: tf.Tensor, depth: tf.Tensor, aspect_w_over_h: float) -> Tuple[tf.Tensor, tf.Tensor]:
+    """The largest centred window of ``image`` [H, W, C] and ``depth`` with the given aspect ratio."""
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    crop_w = tf.minimum(w, tf.cast(tf.round(tf.cast(h, tf.float32) * aspect_w_over_h), tf.int32))
+    crop_h = tf.minimum(h, tf.cast(tf.round(tf.cast(crop_w, tf.float32) / aspect_w_over_h), tf.int32))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    return image[top:top + crop_h, left:left + crop_w], depth[top:top + crop_h, left:left + crop_w]
+
+
+def resize_pair(image: tf.Tensor, depth: tf.Tensor, size: Tuple[int, int], mode: str,
+                resize_depth: bool = True) -> Tuple[tf.Tensor, tf.Tensor]:
     """Resize one image [H, W, 3] (bilinear, antialiased) and depth [H, W, 1] (nearest: no blending
     across invalid pixels or depth edges) to ``size`` = (H, W). ``mode`` "center_crop" first crops the
-    largest centred window with the target aspect ratio."""
+    largest centred window with the target aspect ratio. ``resize_depth=False`` keeps the depth at its
+    (cropped) stored resolution."""
     if mode == "center_crop":
-        shape = tf.shape(image)
-        h, w = shape[0], shape[1]
-        target_aspect = size[1] / size[0]
-        crop_w = tf.minimum(w, tf.cast(tf.round(tf.cast(h, tf.float32) * target_aspect), tf.int32))
-        crop_h = tf.minimum(h, tf.cast(tf.round(tf.cast(crop_w, tf.float32) / target_aspect), tf.int32))
-        top, left = (h - crop_h) // 2, (w - crop_w) // 2
-        image = image[top:top + crop_h, left:left + crop_w]
-        depth = depth[top:top + crop_h, left:left + crop_w]
+        image, depth = center_crop_to_aspect(image, depth, size[1] / size[0])
     elif mode != "resize":
         raise ValueError(f"data.resize_mode must be 'resize' or 'center_crop', got {mode!r}")
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    depth = tf.image.resize(depth, size, method="nearest")
-    return tf.clip_by_value(image, 0.0, 1.0), depth
+    image = tf.clip_by_value(tf.image.resize(image, size, method="bilinear", antialias=True), 0.0, 1.0)
+    if resize_depth:
+        depth = tf.image.resize(depth, size, method="nearest")
+    return image, depth
 
 
 def augment_pair(image: tf.Tensor, depth: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -124,9 +130,7 @@ def build_dataset(
         example = records.parse_example(serialized)
         image, depth = example["image"], example["depth"]
         if size is not None:
-            resized_image, resized_depth = resize_pair(image, depth, size, resize_mode)
-            image = resized_image
-            depth = resized_depth if depth_at_input_size else depth
+            image, depth = resize_pair(image, depth, size, resize_mode, resize_depth=depth_at_input_size)
         depth = tf.where(tf.math.is_finite(depth) & (depth <= max_depth), depth, 0.0)
         if training:
             image, depth = augment_pair(image, depth, aug, tf.stack([tf.cast(seed, tf.int64), index]))
@@ -139,16 +143,14 @@ def build_dataset(
 
 def build_eval_dataset(data_cfg: DataConfig, eval_cfg, split: str, data_dir: Optional[str] = None,
                        manifest: Optional[dict] = None) -> tf.data.Dataset:
-    """Evaluation batches: images at the model's input size; depth at the stored resolution when
-    ``eval.gt_resolution`` is "native" (batch 1 if the dataset's image sizes vary), else at input size."""
+    """Evaluation batches: images at the model's input size; depth at the stored resolution (centre-
+    cropped like the image when ``data.resize_mode`` is "center_crop") when ``eval.gt_resolution`` is
+    "native" (batch 1 if the dataset's image sizes vary), else at input size."""
     if data_dir is None or manifest is None:
         data_dir, manifest = resolve_dataset(data_cfg)
     native = eval_cfg.gt_resolution == "native"
     if eval_cfg.gt_resolution not in ("native", "input"):
         raise ValueError(f"eval.gt_resolution must be 'native' or 'input', got {eval_cfg.gt_resolution!r}")
-    if native and data_cfg.resize_mode != "resize":
-        raise ValueError("eval.gt_resolution 'native' needs data.resize_mode 'resize' (a crop changes the "
-                         "ground truth's field of view); use eval.gt_resolution: input")
     batch = eval_cfg.batch_size if (not native or manifest.get("image_size")) else 1
     return build_dataset(data_cfg, split, batch, training=False, data_dir=data_dir, manifest=manifest,
                          depth_at_input_size=not native)
