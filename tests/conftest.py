@@ -50,3 +50,13 @@ def tiny_dataset(tmp_path):
     directory = tmp_path / "tiny"
     manifest, samples = write_tiny_dataset(directory)
     return directory, manifest, samples
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """Trainers set the global Keras precision policy; every test starts and ends in float32."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")

@@ -53,6 +53,7 @@ def test_overrides(tmp_path):
     assert cfg.data.input_size == [64, 96]
     assert cfg.train.phases[0].schedule.lr == 0.5
     assert cfg.model.freeze == "2"
+    assert load_config(None, ["train.phases.0.schedule.lr=1e-4"]).train.phases[0].schedule.lr == 1e-4
     with pytest.raises(ConfigError, match="unknown key train.batchsize; allowed: batch_size"):
         load_config(None, ["train.batchsize=2"])
     with pytest.raises(ConfigError, match="expected key.path=value"):

@@ -18,6 +18,9 @@ A dataset directory holds ``{split}-{index:05d}.tfrecord`` shards and ``manifest
 
 Shards are written under temporary names and renamed when complete; the manifest is written last
 (atomically), so an interrupted write never looks like a complete dataset.
+
+TensorFlow is imported only when a shard is written, so :class:`DepthStats` can be used in worker
+processes of the converters without paying for the TensorFlow import.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -76,6 +78,8 @@ class ShardWriter:
 
     def write(self, serialized: bytes) -> None:
         if self._writer is None:
+            import tensorflow as tf  # deferred: see the module docstring
+
             self._writer = tf.io.TFRecordWriter(os.path.join(self.output_dir, self._name() + TMP_SUFFIX))
         self._writer.write(serialized)
         self._count += 1
@@ -92,6 +96,11 @@ class ShardWriter:
         self.shards.append(ShardInfo(name, self._count, self.split, 0, self._bytes))
         self._writer, self._count, self._bytes = None, 0, 0
         self._index += 1
+
+    def finish_shard(self) -> None:
+        """Close the shard being written (if any) now; the next write starts a new shard. The converters
+        call this at chunk boundaries so that every shard belongs to exactly one chunk."""
+        self._finish_shard()
 
     def close(self) -> List[ShardInfo]:
         self._finish_shard()
@@ -154,6 +163,38 @@ class DepthStats:
             self.min = min(self.min, float(v.min()))
             self.max = max(self.max, float(v.max()))
             self.hist += np.histogram(np.clip(v, 0, self.edges[-1]), self.edges)[0]
+
+    def update_stored(self, stored: np.ndarray, depth_scale: float) -> None:
+        """Same as ``update(stored / depth_scale)`` for a uint16 stored depth map (0 = invalid), but fast:
+        counts every stored value once with ``np.bincount`` and bins the distinct values."""
+        stored = np.asarray(stored)
+        if stored.dtype != np.uint16:
+            raise ValueError(f"update_stored expects uint16 stored depth, got {stored.dtype}")
+        counts = np.bincount(stored.ravel(), minlength=1)
+        counts[0] = 0
+        values = np.nonzero(counts)[0]
+        self.total += stored.size
+        if values.size == 0:
+            return
+        n = counts[values]
+        metres = values.astype(np.float64) / float(depth_scale)
+        self.valid += int(n.sum())
+        self.sum += float((metres * n).sum())
+        self.min = min(self.min, float(metres[0]))
+        self.max = max(self.max, float(metres[-1]))
+        self.hist += np.histogram(np.clip(metres, 0, self.edges[-1]), self.edges, weights=n)[0].astype(np.int64)
+
+    def merge(self, other: "DepthStats") -> "DepthStats":
+        """Add the counts of ``other`` (same bin edges) into this one; returns self."""
+        if other.edges.shape != self.edges.shape or not np.allclose(other.edges, self.edges):
+            raise ValueError("cannot merge DepthStats with different histogram edges")
+        self.hist += other.hist
+        self.valid += other.valid
+        self.total += other.total
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        return self
 
     def median(self) -> float:
         if self.valid == 0:

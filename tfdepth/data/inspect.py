@@ -1,0 +1,186 @@
+"""``python -m tfdepth.data.inspect DIR``: what is in a converted dataset directory.
+
+Prints the manifest's summary (depth scale, range, image size, intrinsics, bad samples) and per split
+the sample count, chunk sizes, valid-pixel fraction, depth statistics and a text histogram of depth;
+writes a contact sheet PNG (RGB above colour-mapped depth, black = invalid) of the first few samples
+of a split (``--output FILE.png``, default ``DIR/contact_sheet.png``).
+
+``--scan`` also reads every record, recomputes counts and depth statistics from the data itself and
+compares the counts with the manifest (exit status 1 on a mismatch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from tfdepth.data import shards
+
+TILE_W, TILE_H = 256, 192
+
+
+def text_histogram(stats: dict, rows: int = 10, width: int = 40) -> List[str]:
+    """Lines of a text histogram from ``DepthStats.to_json()``: ``rows`` bars of '#' over depth ranges."""
+    edges = np.asarray(stats["histogram"]["edges_m"], np.float64)
+    counts = np.asarray(stats["histogram"]["counts"], np.int64)
+    if counts.sum() == 0:
+        return ["  (no valid depth)"]
+    last = int(np.nonzero(counts)[0].max()) + 1  # drop empty bins beyond the largest depth
+    per_row = -(-last // max(1, rows))  # equal-width rows
+    groups = [np.arange(i, min(i + per_row, last)) for i in range(0, last, per_row)]
+    total = counts.sum()
+    peak = max(counts[g].sum() for g in groups)
+    lines = []
+    for g in groups:
+        c = int(counts[g].sum())
+        bar = "#" * int(round(width * c / peak)) if peak else ""
+        lines.append(f"  {edges[g[0]]:6.2f}-{edges[g[-1] + 1]:6.2f} m |{bar:<{width}}| {100.0 * c / total:5.1f} %")
+    return lines
+
+
+def describe(manifest: dict, data_dir: str) -> List[str]:
+    lines = [f"dataset {data_dir}: {manifest.get('name', '?')}",
+             f"  depth_scale {manifest['depth_scale']:g} (metres = stored / scale), plausible range "
+             f"{manifest.get('depth_range_m')} m, image_size {manifest.get('image_size')}, "
+             f"intrinsics {manifest.get('intrinsics')}, shuffle_seed {manifest.get('shuffle_seed')}"]
+    bad = manifest.get("bad_samples") or {}
+    if bad.get("count"):
+        lines.append(f"  bad samples skipped: {bad['count']}")
+        lines += [f"    {f.get('split')}: {f.get('reason')}" for f in bad.get("files", [])[:10]]
+    splits = sorted({s["split"] for s in manifest["shards"]}, key=lambda s: (s != "train", s))
+    for split in splits:
+        n_chunks = shards.num_chunks(manifest, split)
+        per_chunk = [shards.split_count(manifest, split, [c]) for c in range(n_chunks)]
+        n_shards = sum(1 for s in manifest["shards"] if s["split"] == split)
+        lines.append(f"split {split}: {shards.split_count(manifest, split)} samples in {n_shards} shards, "
+                     f"{n_chunks} chunk(s) of {per_chunk}")
+        entry = (manifest.get("splits") or {}).get(split) or {}
+        stats = entry.get("depth_stats")
+        if stats:
+            lines.append(f"  valid fraction {stats['valid_fraction']:.4f}; depth min {stats['min_m']:.3f}, mean "
+                         f"{stats['mean_m']:.3f}, median {stats['median_m']:.3f}, max {stats['max_m']:.3f} m")
+            lines += text_histogram(stats)
+        for key in ("depth_encodings", "skipped"):
+            if entry.get(key):
+                lines.append(f"  {key}: {entry[key]}")
+        if entry.get("far_pixels_invalidated"):
+            lines.append(f"  far pixels invalidated: {entry['far_pixels_invalidated']}")
+    return lines
+
+
+def _records(data_dir: str, manifest: dict, split: str, limit: Optional[int] = None):
+    import tensorflow as tf
+
+    from tfdepth.data import records
+
+    ds = tf.data.TFRecordDataset(shards.shard_paths(data_dir, manifest, split))
+    if limit is not None:
+        ds = ds.take(limit)
+    for serialized in ds:
+        yield records.decode_example_numpy(serialized.numpy())
+
+
+def scan(data_dir: str, manifest: dict) -> List[str]:
+    """Read every record; returns report lines; raises ValueError when counts differ from the manifest."""
+    lines, problems = [], []
+    for split in sorted({s["split"] for s in manifest["shards"]}):
+        stats = shards.DepthStats(max_depth_m=float((manifest.get("depth_range_m") or [0, 100])[1]))
+        n = 0
+        for ex in _records(data_dir, manifest, split):
+            stats.update(ex["depth_m"])
+            n += 1
+        expected = shards.split_count(manifest, split)
+        j = stats.to_json()
+        lines.append(f"scan {split}: {n} records (manifest {expected}) {'OK' if n == expected else 'MISMATCH'}; "
+                     f"valid fraction {j['valid_fraction']:.4f}, depth {j['min_m']:.3f}..{j['max_m']:.3f} m, "
+                     f"mean {j['mean_m']:.3f} m")
+        if n != expected:
+            problems.append(f"split {split}: {n} records but the manifest says {expected}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return lines
+
+
+def _fit(image: np.ndarray, interpolation: int) -> np.ndarray:
+    """Resize to fit TILE_W x TILE_H keeping the aspect ratio, padded with black."""
+    h, w = image.shape[:2]
+    s = min(TILE_W / w, TILE_H / h)
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    small = cv2.resize(image, (nw, nh), interpolation=interpolation)
+    tile = np.zeros((TILE_H, TILE_W) + image.shape[2:], image.dtype)
+    top, left = (TILE_H - nh) // 2, (TILE_W - nw) // 2
+    tile[top:top + nh, left:left + nw] = small
+    return tile
+
+
+def colourize(depth_m: np.ndarray, max_m: float) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of depth in metres with the turbo colour map over 0..max_m; invalid black."""
+    valid = np.isfinite(depth_m) & (depth_m > 0)
+    scaled = np.clip(np.where(valid, depth_m, 0) / max(max_m, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    bgr = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)
+    bgr[~valid] = 0
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def contact_sheet(samples: Sequence[Dict[str, np.ndarray]], title: str = "") -> np.ndarray:
+    """RGB uint8 image: header strip, then RGB tiles in one row above their colour-mapped depth."""
+    depths = [s["depth_m"][s["depth_m"] > 0] for s in samples]
+    max_m = max([float(np.percentile(d, 99)) for d in depths if d.size] or [1.0])
+    header = np.full((24, TILE_W * len(samples), 3), 255, np.uint8)
+    cv2.putText(header, f"{title}  depth 0-{max_m:.2f} m (turbo), black = invalid", (4, 17),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    rgb_row, depth_row = [], []
+    for s, d in zip(samples, depths):
+        rgb_row.append(_fit(s["rgb"], cv2.INTER_AREA))
+        tile = _fit(colourize(s["depth_m"], max_m), cv2.INTER_NEAREST)
+        label = f"{d.min():.2f}-{d.max():.2f} m" if d.size else "no valid depth"
+        cv2.putText(tile, label, (4, TILE_H - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        depth_row.append(tile)
+    return np.concatenate([header, np.concatenate(rgb_row, 1), np.concatenate(depth_row, 1)], 0)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfdepth.data.inspect", description=__doc__.split("\n\n")[0])
+    parser.add_argument("data_dir", metavar="DIR")
+    parser.add_argument("--output", default=None, help="contact sheet PNG (default DIR/contact_sheet.png)")
+    parser.add_argument("--samples", type=int, default=6, help="samples on the contact sheet (default 6; 0 = none)")
+    parser.add_argument("--split", default=None, help="split of the contact sheet (default: train, else the first)")
+    parser.add_argument("--scan", action="store_true", help="read every record and check counts against the manifest")
+    args = parser.parse_args(argv)
+    try:
+        manifest = shards.read_manifest(args.data_dir)
+    except shards.ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(describe(manifest, args.data_dir)))
+    status = 0
+    if args.scan:
+        try:
+            print("\n".join(scan(args.data_dir, manifest)))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 1
+    if args.samples > 0:
+        splits = sorted({s["split"] for s in manifest["shards"]}, key=lambda s: (s != "train", s))
+        split = args.split or splits[0]
+        try:
+            samples = list(_records(args.data_dir, manifest, split, args.samples))
+        except shards.ManifestError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        sheet = contact_sheet(samples, f"{manifest.get('name', '')} {split}")
+        out = args.output or os.path.join(args.data_dir, "contact_sheet.png")
+        if not cv2.imwrite(out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+            print(f"error: cannot write {out}", file=sys.stderr)
+            return 1
+        print(f"contact sheet ({len(samples)} samples of {split}): {out}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
