@@ -149,19 +149,13 @@ def test_nyu_densedepth_detection():
             decode_nyu_densedepth(data, f"zip:{name}.png")
 
 
-def test_quantize_matches_records():
+def test_depth_quantisation_contract():
     from tfdepth.data import records
 
-    rng = np.random.default_rng(1)
-    d = rng.uniform(-1, 12, size=(9, 11))
-    d[0, 0], d[0, 1], d[0, 2], d[1, 1] = np.nan, np.inf, 1e-5, 0.0
-    for scale in (1000.0, 256.0, 5000.0):
-        np.testing.assert_array_equal(depth_io.quantize_depth(d, scale), records.depth_to_uint16(d, scale))
-    assert depth_io.quantize_depth(d, 1000.0)[0, 2] == 1  # positive but rounds to 0 -> smallest quantum
-    with pytest.raises(DepthFormatError, match="exceeds"):
-        depth_io.quantize_depth(d, 6000.0, "x")
-    with pytest.raises(records.RecordError, match="exceeds"):
-        records.depth_to_uint16(d, 6000.0)
+    d = np.array([[np.nan, np.inf, 1e-5, 0.0, 2.5, 65.535]])
+    np.testing.assert_array_equal(records.depth_to_uint16(d, 1000.0), [[0, 0, 1, 0, 2500, 65535]])
+    with pytest.raises(records.RecordError, match="x: depth 65.535 m exceeds 10.922 m"):
+        records.depth_to_uint16(d, 6000.0, "x")
 
 
 def test_choose_store_scale():

@@ -327,38 +327,6 @@ def decode_nyu_densedepth_stored(data: bytes, source: str) -> Tuple[np.ndarray, 
     return v, 1000.0, "mm16"
 
 
-def quantize_depth(depth_m: np.ndarray, depth_scale: float, source: str = "depth") -> np.ndarray:
-    """Metres -> uint16 stored values, the same contract as ``records.depth_to_uint16`` (which imports
-    TensorFlow; this copy runs in converter worker processes without it; a test keeps them equal).
-
-    value = round(depth_m * depth_scale); invalid (<= 0, non-finite) -> 0; a positive depth that
-    would round to 0 -> 1. Raises DepthFormatError if a valid depth does not fit in 16 bits.
-    """
-    depth_m = np.asarray(depth_m, dtype=np.float64)
-    if depth_m.ndim == 3 and depth_m.shape[-1] == 1:
-        depth_m = depth_m[..., 0]
-    if depth_m.ndim != 2:
-        raise DepthFormatError(f"{source}: depth must be HxW, got shape {depth_m.shape}")
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    stored = np.where(valid, np.rint(np.where(valid, depth_m, 0.0) * depth_scale), 0.0)
-    if stored.max(initial=0.0) > UINT16_MAX:
-        raise DepthFormatError(
-            f"{source}: depth {depth_m[valid].max():.3f} m exceeds {UINT16_MAX / depth_scale:.3f} m, "
-            f"the largest value uint16 holds at depth/scale={depth_scale}")
-    stored = np.where(valid & (stored == 0), 1.0, stored)
-    return stored.astype(np.uint16)
-
-
-def encode_depth_png(stored: np.ndarray) -> bytes:
-    """Lossless PNG bytes of a uint16 (H, W) stored depth map (as ``records.encode_png``)."""
-    # Level 1 with the RLE strategy: for depth maps both faster and smaller than the default strategy.
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(stored, np.uint16),
-                           [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
-    if not ok:
-        raise DepthFormatError("PNG encoding of depth failed")
-    return buf.tobytes()
-
-
 def choose_store_scale(max_depth_m: float, preferred: Optional[float] = None) -> float:
     """The record ``depth/scale``: ``preferred`` (else 1000) if ``max_depth_m`` fits uint16 at it, else
     the first of 1000, 256, 100, 10, 1 that fits."""

@@ -1,5 +1,8 @@
 """The record schema every tfdepth dataset uses: encode / decode one RGB-D example.
 
+TensorFlow is imported inside the functions that need it, so converter worker processes can use
+the NumPy side (``depth_to_uint16``, ``encode_png``) without it.
+
 Keys (Model Garden style):
 
 - ``image/encoded``   PNG or JPEG bytes of the RGB image (8-bit, 3 channels)
@@ -16,7 +19,6 @@ from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
 UINT16_MAX = 65535
 
@@ -48,10 +50,14 @@ def depth_to_uint16(depth_m: np.ndarray, depth_scale: float, source: str = "dept
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes of an HxW (uint8/uint16) or HxWx3 RGB uint8 array."""
+    """PNG bytes of an HxW (uint8/uint16) or HxWx3 RGB uint8 array (fast level-1 compression; RLE
+    strategy for single-channel maps, which is both faster and smaller for depth)."""
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    else:
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(array), params)
     if not ok:
         raise RecordError("PNG encoding failed")
     return buf.tobytes()
@@ -64,18 +70,6 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def _bytes(v: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-
-
-def _int(v: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-
-
-def _floats(v: Sequence[float]) -> tf.train.Feature:
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(x) for x in v]))
-
-
 def make_example(
     image_encoded: bytes,
     image_format: str,
@@ -86,6 +80,17 @@ def make_example(
     intrinsics: Optional[Sequence[float]] = None,
 ) -> bytes:
     """Serialised tf.train.Example from already-encoded image and uint16 depth PNG bytes."""
+    import tensorflow as tf
+
+    def _bytes(v: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    def _int(v: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    def _floats(v: Sequence[float]):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(x) for x in v]))
+
     if image_format not in ("png", "jpeg"):
         raise RecordError(f"image/format must be 'png' or 'jpeg', got {image_format!r}")
     if intrinsics is not None and len(intrinsics) != 4:
@@ -129,24 +134,30 @@ def encode_example(
     )
 
 
-FEATURE_SPEC = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/format": tf.io.FixedLenFeature([], tf.string, default_value=b"png"),
-    "image/height": tf.io.FixedLenFeature([], tf.int64),
-    "image/width": tf.io.FixedLenFeature([], tf.int64),
-    "depth/encoded": tf.io.FixedLenFeature([], tf.string),
-    "depth/scale": tf.io.FixedLenFeature([], tf.float32),
-    "camera/intrinsics": tf.io.VarLenFeature(tf.float32),
-}
+def feature_spec() -> dict:
+    """The tf.io parsing spec of the schema."""
+    import tensorflow as tf
+
+    return {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string, default_value=b"png"),
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "depth/encoded": tf.io.FixedLenFeature([], tf.string),
+        "depth/scale": tf.io.FixedLenFeature([], tf.float32),
+        "camera/intrinsics": tf.io.VarLenFeature(tf.float32),
+    }
 
 
-def parse_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+def parse_example(serialized) -> dict:
     """Decode one serialised example inside a tf.data graph.
 
     Returns ``image`` float32 [H, W, 3] in [0, 1], ``depth`` float32 [H, W, 1] metres (0 = invalid),
     ``intrinsics`` float32 [4] (fx, fy, cx, cy; zeros when unknown).
     """
-    f = tf.io.parse_single_example(serialized, FEATURE_SPEC)
+    import tensorflow as tf
+
+    f = tf.io.parse_single_example(serialized, feature_spec())
     height = tf.cast(f["image/height"], tf.int32)
     width = tf.cast(f["image/width"], tf.int32)
     image = tf.io.decode_image(f["image/encoded"], channels=3, dtype=tf.uint8, expand_animations=False)
@@ -168,6 +179,8 @@ def parse_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
 
 def decode_example_numpy(serialized: bytes) -> Dict[str, np.ndarray]:
     """Eager/NumPy decode of one example: ``rgb`` uint8 HxWx3, ``depth_m`` float32 HxW, ``intrinsics``."""
+    import tensorflow as tf
+
     ex = tf.train.Example.FromString(serialized)
     feat = ex.features.feature
     rgb = cv2.imdecode(np.frombuffer(feat["image/encoded"].bytes_list.value[0], np.uint8), cv2.IMREAD_COLOR)

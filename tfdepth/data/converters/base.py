@@ -47,9 +47,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from tfdepth.data import depth_io
+from tfdepth.data import depth_io, records
 from tfdepth.data.converters.errors import ConversionError, SampleError
-from tfdepth.data.converters.image_io import RGBImage, encode_rgb_png
+from tfdepth.data.converters.image_io import RGBImage
 from tfdepth.data.shards import MANIFEST_NAME, TMP_SUFFIX, DepthStats, ManifestError, read_manifest
 
 STATS_BINS = 100
@@ -286,16 +286,16 @@ def process_sample(sample: LoadedSample, source: Source, opts: WorkerOptions) ->
     if not valid.any():
         raise SampleError(f"{name}: no valid depth pixel (all zero / non-finite)")
     try:
-        stored = depth_io.quantize_depth(depth, opts.store_scale, name)
-    except depth_io.DepthFormatError as e:
+        stored = records.depth_to_uint16(depth, opts.store_scale, name)
+    except records.RecordError as e:
         raise SampleError(str(e)) from None
     stats = DepthStats(max_depth_m=opts.max_depth_m, bins=STATS_BINS)
     stats.update_stored(stored, opts.store_scale)
     if sample.rgb.encoded is not None:
         image_bytes, image_format = sample.rgb.encoded, sample.rgb.format
     else:
-        image_bytes, image_format = encode_rgb_png(sample.rgb.rgb), "png"
-    return EncodedSample(name, image_bytes, image_format, h, w, depth_io.encode_depth_png(stored),
+        image_bytes, image_format = records.encode_png(sample.rgb.rgb), "png"
+    return EncodedSample(name, image_bytes, image_format, h, w, records.encode_png(stored),
                          source.sample_intrinsics(sample), stats, n_far, sample.depth_kind)
 
 
@@ -328,8 +328,8 @@ def _process_stored(sample: LoadedSample, source: Source, opts: WorkerOptions) -
     if sample.rgb.encoded is not None:
         image_bytes, image_format = sample.rgb.encoded, sample.rgb.format
     else:
-        image_bytes, image_format = encode_rgb_png(sample.rgb.rgb), "png"
-    return EncodedSample(name, image_bytes, image_format, h, w, depth_png or depth_io.encode_depth_png(v),
+        image_bytes, image_format = records.encode_png(sample.rgb.rgb), "png"
+    return EncodedSample(name, image_bytes, image_format, h, w, depth_png or records.encode_png(v),
                          source.sample_intrinsics(sample), stats, n_far, sample.depth_kind)
 
 

@@ -98,14 +98,6 @@ def decode_rgb(data: bytes, source: str, allow_passthrough: bool = True) -> RGBI
     return RGBImage(np.ascontiguousarray(rgb), encoded, fmt)
 
 
-def encode_rgb_png(rgb: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 (H, W, 3) RGB array (as ``records.encode_png``)."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise SampleError("PNG encoding of RGB failed")
-    return buf.tobytes()
-
-
 def rgb_from_array(array: np.ndarray, source: str) -> RGBImage:
     """Validate an in-memory RGB array (uint8 (H, W, 3)) from an HDF5 / TFDS source."""
     array = np.asarray(array)

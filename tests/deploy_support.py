@@ -1,0 +1,99 @@
+"""Shared, built-once artefacts for the deployment tests (test_export.py, test_predict.py).
+
+A tiny "trained" workdir (ResNet-18 U-Net at 64x64, ~14 M parameters: big enough that an int8 file is
+about a quarter of the fp32 one) over a tiny dataset of 48x64 pictures whose manifest carries camera
+intrinsics, its SavedModel and its TFLite files. Everything lives under pytest's session base
+temporary directory and is built at most once per session, whichever test file asks first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import REPO_ROOT, write_tiny_dataset
+
+INPUT_SIZE = (64, 64)
+DATA_SIZE = (48, 64)  # stored pictures; resized to INPUT_SIZE by the pipeline
+DATA_INTRINSICS = (50.0, 45.0, 31.5, 23.5)  # fx, fy, cx, cy in pixels of the 48x64 pictures
+NUM_VAL = 4
+
+
+def _marker(path: Path) -> Path:
+    return path.parent / f".{path.name}.complete"  # beside, not inside: the outputs stay as written
+
+
+def _done(path: Path) -> bool:
+    return _marker(path).is_file()
+
+
+def _mark(path: Path) -> None:
+    _marker(path).write_text("ok")
+
+
+def workdir(base: Path) -> Path:
+    """``base/deploy/workdir``: config.yaml + checkpoints/ckpt-1 of a randomly initialised model
+    (deployment does not care whether the weights are any good, only that they round-trip)."""
+    root = base / "deploy"
+    work = root / "workdir"
+    if _done(work):
+        return work
+    import keras
+    import tensorflow as tf
+
+    from tfdepth.config import load_config, save_config
+    from tfdepth.data import shards
+    from tfdepth.models.build import build_model
+
+    data_dir = root / "data"
+    write_tiny_dataset(data_dir, num_train=2, num_val=NUM_VAL, height=DATA_SIZE[0], width=DATA_SIZE[1])
+    manifest = shards.read_manifest(str(data_dir))
+    manifest["intrinsics"] = list(DATA_INTRINSICS)
+    shards.write_manifest(str(data_dir), manifest)
+
+    cfg = load_config(str(REPO_ROOT / "configs/synthetic_unet_resnet34.yaml"), [
+        "data.dataset=tfrecord", f"data.data_dir={data_dir}", f"data.input_size=[{INPUT_SIZE[0]},{INPUT_SIZE[1]}]",
+        "model.encoder=resnet18", "eval.protocol=none",
+    ])
+    work.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(3)
+    model = build_model(cfg.model, cfg.data.input_size)
+    tf.train.Checkpoint(model=model).save(str(work / "checkpoints" / "ckpt"))
+    save_config(cfg, str(work / "config.yaml"))
+    _mark(work)
+    return work
+
+
+def saved_model(base: Path) -> Path:
+    """``base/deploy/saved_model`` (TF Serving layout, version 1) written by the export CLI."""
+    out = base / "deploy" / "saved_model"
+    if _done(out):
+        return out
+    from tfdepth import export
+
+    assert export.main(["--checkpoint", str(workdir(base)), "--output", str(out), "--format", "saved_model"]) == 0
+    _mark(out)
+    return out
+
+
+def tflite(base: Path) -> Path:
+    """``base/deploy/tflite``: fp32, float16 and int8 files (+ sidecars, reports, all_reports.json)
+    written by one run of the export CLI (one staged SavedModel shared by the three conversions)."""
+    out = base / "deploy" / "tflite"
+    if _done(out):
+        return out
+    from tfdepth import export
+
+    assert export.main(["--checkpoint", str(workdir(base)), "--output", str(out), "--format", "tflite",
+                        "--quantize", "none,float16,int8", "--calibration-images", str(NUM_VAL),
+                        "--report", str(out / "all_reports.json")]) == 0
+    _mark(out)
+    return out
+
+
+def read_json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+__all__ = ["INPUT_SIZE", "DATA_SIZE", "DATA_INTRINSICS", "NUM_VAL", "workdir", "saved_model", "tflite", "read_json"]
