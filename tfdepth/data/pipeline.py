@@ -19,7 +19,9 @@ from tfdepth.data import records, shards
 AUTOTUNE = tf.data.AUTOTUNE
 
 # The six orderings of the RGB channels, for the colour-channel permutation augmentation.
-_CHANNEL_PERMUTATIONS = tf.constant([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]], tf.int32)
+# (A Python list: creating a tensor at import would start TensorFlow's runtime before a
+# MultiWorkerMirroredStrategy can configure its collectives.)
+_CHANNEL_PERMUTATIONS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]]
 
 
 def resolve_dataset(data_cfg: DataConfig) -> Tuple[str, dict]:
@@ -71,8 +73,9 @@ def augment_pair(image: tf.Tensor, depth: tf.Tensor, aug: AugmentConfig, seed: t
         factor = 1.0 + aug.brightness * (2.0 * u[1] - 1.0)
         image = tf.clip_by_value(image * factor, 0.0, 1.0)
     if aug.channel_permutation > 0:
+        permutations = tf.constant(_CHANNEL_PERMUTATIONS, tf.int32)
         index = tf.cast(tf.minimum(u[3] * 6.0, 5.0), tf.int32)
-        perm = tf.where(u[2] < aug.channel_permutation, _CHANNEL_PERMUTATIONS[index], _CHANNEL_PERMUTATIONS[0])
+        perm = tf.where(u[2] < aug.channel_permutation, permutations[index], permutations[0])
         image = tf.gather(image, perm, axis=-1)
     return image, depth
 

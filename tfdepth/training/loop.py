@@ -105,6 +105,8 @@ class Trainer:
         self.workdir = workdir
         self.log = log_stream or sys.stderr
         tcfg = cfg.train
+        # First: MultiWorkerMirroredStrategy must configure collectives before any other TF op runs.
+        self.strategy = make_strategy(tcfg.strategy)
         os.makedirs(workdir, exist_ok=True)
         self._check_or_save_config()
 
@@ -113,7 +115,6 @@ class Trainer:
         keras.utils.set_random_seed(tcfg.seed)
         keras.mixed_precision.set_global_policy(tcfg.mixed_precision)
 
-        self.strategy = make_strategy(tcfg.strategy)
         self.is_chief = _is_chief(self.strategy)
         # Every worker of a multi-worker run saves (saving is collective); non-chief workers write to
         # a scratch directory of their own, the chief to the workdir.
@@ -184,7 +185,19 @@ class Trainer:
             forward_backward = tf.function(forward_backward, jit_compile=True)
 
         def replica_step(image, depth):
-            loss, terms, grads, pred = forward_backward(image, depth)
+            loss, terms, grads, _ = forward_backward(image, depth)
+            return loss, terms, grads
+
+        @tf.function
+        def train_step(image, depth):
+            # Per-replica forward/backward; gradients are summed across replicas (each replica's loss
+            # is already divided by the global batch) and applied once in cross-replica context, where
+            # the skip of a non-finite step is plain control flow (no merge_call inside a cond).
+            loss, terms, grads = strategy.run(replica_step, args=(image, depth))
+            reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            loss = reduce(loss)
+            terms = {k: reduce(v) for k, v in terms.items()}
+            grads = [None if g is None else reduce(g) for g in grads]
             if scale_loss:  # LossScaleOptimizer unscales, skips non-finite steps and adapts the scale
                 optimizer.apply(grads, variables)
                 finite = tf.math.is_finite(loss)
@@ -193,20 +206,12 @@ class Trainer:
                 for g in grads:
                     if g is not None:
                         finite = finite & tf.reduce_all(tf.math.is_finite(g))
+
                 def apply():
                     optimizer.apply(grads, variables)
                     return tf.constant(True)
 
                 tf.cond(finite, apply, lambda: tf.constant(False))
-            return loss, terms, tf.cast(finite, tf.int32), pred
-
-        @tf.function
-        def train_step(image, depth):
-            loss, terms, finite, pred = strategy.run(replica_step, args=(image, depth))
-            reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-            loss = reduce(loss)
-            terms = {k: reduce(v) for k, v in terms.items()}
-            finite = reduce(finite) >= strategy.num_replicas_in_sync  # every replica's step was finite
             self.global_step.assign_add(1)
             return loss, terms, finite
 
