@@ -177,23 +177,19 @@ class Trainer:
                 scaled = optimizer.scale_loss(loss) if scale_loss else loss
             grads = tape.gradient(scaled, variables)
             terms = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch) for k, v in terms.items()}
-            return loss, terms, grads, outputs["depth"]
+            return loss, terms, grads
 
         if self.cfg.train.jit_compile:
             # XLA for forward + backward; gradients are applied outside the compiled function, which
             # avoids the known MirroredStrategy + jit_compile + LossScaleOptimizer failures.
             forward_backward = tf.function(forward_backward, jit_compile=True)
 
-        def replica_step(image, depth):
-            loss, terms, grads, _ = forward_backward(image, depth)
-            return loss, terms, grads
-
         @tf.function
         def train_step(image, depth):
             # Per-replica forward/backward; gradients are summed across replicas (each replica's loss
             # is already divided by the global batch) and applied once in cross-replica context, where
             # the skip of a non-finite step is plain control flow (no merge_call inside a cond).
-            loss, terms, grads = strategy.run(replica_step, args=(image, depth))
+            loss, terms, grads = strategy.run(forward_backward, args=(image, depth))
             reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
             loss = reduce(loss)
             terms = {k: reduce(v) for k, v in terms.items()}
@@ -281,7 +277,7 @@ class Trainer:
                 loss, terms, finite = self._train_step(image, depth)
                 gstep = int(self.global_step.numpy())
                 loss_value = float(loss)
-                self._track_nonfinite(bool(int(finite)), gstep, loss_value)
+                self._track_nonfinite(bool(finite), gstep, loss_value)
                 values = {"loss": loss_value, **{k: float(v) for k, v in terms.items()}}
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
