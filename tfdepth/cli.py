@@ -16,13 +16,18 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
                         help="override a config key, e.g. --set train.batch_size=4 (repeatable)")
 
 
+class UserError(RuntimeError):
+    """An error the user can act on (printed as one line by :func:`run_main`, no traceback)."""
+
+
 def run_main(main, argv=None) -> int:
-    """Run ``main(argv)``; known user errors print one clear line and exit 2 instead of a traceback."""
+    """Run ``main(argv)``; known user errors print one clear line and exit 2 instead of a traceback
+    (set TFDEPTH_TRACEBACK=1 for the traceback)."""
     from tfdepth.config import ConfigError
 
     try:
         return main(argv) or 0
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+    except (ConfigError, UserError, FileNotFoundError, NotADirectoryError, ValueError, KeyError) as e:
         if os.environ.get("TFDEPTH_TRACEBACK"):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdepth.cli import UserError
 from tfdepth.config import ExperimentConfig, save_config, to_dict
 from tfdepth.data import pipeline, shards
 from tfdepth.training import checkpoint as ckpt_lib
@@ -34,7 +35,7 @@ RESUME_SAFE_KEYS = ("eval.", "train.log_every_steps", "train.image_summary_every
                     "train.checkpoint_every_steps", "data.parallel_calls")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
     """Training cannot continue (config mismatch on resume, too many non-finite steps, ...)."""
 
 
