@@ -88,7 +88,7 @@ def conv_bn_act(
         name=f"{name}_conv",
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)  # as the encoders (torch 0.1)
     return activation_layer(activation, f"{name}_{activation}")(x)
 
 
