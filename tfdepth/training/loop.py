@@ -148,6 +148,7 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self._train_step = self._make_train_step()
+        self._predict_fn = None  # built by evaluate() on first use
 
     # ---------------------------------------------------------------------------------------------
     def _check_or_save_config(self) -> None:
@@ -345,14 +346,20 @@ class Trainer:
     def evaluate(self, max_images: Optional[int] = None) -> dict:
         from tfdepth.metrics import evaluate_model
 
-        model = self.model
+        if self._predict_fn is None:
+            # One function for the whole run with an unknown batch axis: no retrace per validation or
+            # for a smaller last batch.
+            model = self.model
+            size = self.cfg.data.input_size
+            shape = [None, int(size[0]), int(size[1]), 3] if size else [None, None, None, 3]
 
-        @tf.function
-        def predict(images):
-            return tf.cast(model(images, training=False)["depth"], tf.float32)
+            @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+            def predict(images):
+                return tf.cast(model(images, training=False)["depth"], tf.float32)
 
+            self._predict_fn = predict
         ecfg = self.cfg.eval
-        return evaluate_model(predict, self._eval_dataset(), ecfg.protocol, crop=ecfg.crop,
+        return evaluate_model(self._predict_fn, self._eval_dataset(), ecfg.protocol, crop=ecfg.crop,
                               flip_average=ecfg.flip_average, max_images=max_images, pooled=ecfg.pooled,
                               with_ssim=ecfg.with_ssim)
 
