@@ -1,5 +1,6 @@
 """The training engine end to end at tiny size: curriculum phases, resume, kill -9, non-finite steps."""
 
+import glob
 import json
 import os
 import signal
@@ -39,7 +40,7 @@ def final_weights(workdir):
 
 def test_curriculum_sequence_metrics_and_finished_rerun(chunked_data, tmp_path, capsys):
     workdir = str(tmp_path / "run")
-    metrics = Trainer(curriculum_cfg(chunked_data), workdir).run()
+    metrics = Trainer(curriculum_cfg(chunked_data, "train.image_summary_every_steps=4"), workdir).run()
 
     history = json.load(open(os.path.join(workdir, "history.json")))
     sequence = [(e["phase"], e["chunk"]) for e in history["epochs"]]
@@ -54,6 +55,13 @@ def test_curriculum_sequence_metrics_and_finished_rerun(chunked_data, tmp_path, 
     # checkpoint after every chunk (and every epoch): the manager keeps the last 3
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-16")
     assert os.path.isfile(os.path.join(workdir, "loss_curve.png"))
+    tags = {}
+    for path in glob.glob(os.path.join(workdir, "tensorboard", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    assert tags["rgb | prediction | ground truth"] == [4, 8, 12, 16]
+    assert {"train/loss", "train/edge_aware", "train/lr", "val/abs_rel"} <= set(tags)
 
     saved = json.load(open(os.path.join(workdir, "metrics.json")))
     assert set(saved["model"]) == set(saved["baseline"]) == {"abs_rel", "rmse", "log10", "d1", "d2", "d3", "mae"}
@@ -62,7 +70,7 @@ def test_curriculum_sequence_metrics_and_finished_rerun(chunked_data, tmp_path, 
 
     # The same command again: nothing more is trained.
     capsys.readouterr()
-    again = Trainer(curriculum_cfg(chunked_data), workdir)
+    again = Trainer(curriculum_cfg(chunked_data, "train.image_summary_every_steps=4"), workdir)
     again.run()
     assert "already finished" in capsys.readouterr().err
     assert int(again.global_step.numpy()) == 16

@@ -118,7 +118,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     log_every_steps: int = 10
-    image_summary_every_steps: int = 0  # 0 = off
+    image_summary_every_steps: int = 200  # TensorBoard RGB / prediction / ground truth panel; 0 = off
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0: at epoch ends only)
     validate_every_epochs: int = 1
     keep_checkpoints: int = 3

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import io
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -65,39 +66,61 @@ QUALITATIVE_SAMPLES = 4
 # --------------------------------------------------------------------------------------------------
 
 
-def load_depth_file(path: str, scale: Optional[float], what: str = "depth", allow_8bit: bool = False) -> np.ndarray:
-    """One depth file -> float64 HxW metres (see the module docstring for the formats)."""
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".npy":
+NPY_MAGIC = b"\x93NUMPY"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_depth_bytes(data: bytes, name: str, scale: Optional[float], what: str = "depth",
+                       allow_8bit: bool = False, scale_hint: str = "--gt-scale S",
+                       error: type = ValueError) -> np.ndarray:
+    """The bytes of a depth file (.npy metres, or single-channel 16-bit PNG with metres = value /
+    ``scale``) -> float64 HxW metres; ``error`` is raised with a message naming ``name``.
+
+    The rules are shared by the evaluate command (files) and the measuring page (uploads)."""
+    if len(data) == 0:
+        raise error(f"{name}: empty file")
+    if data.startswith(NPY_MAGIC):
         try:
-            array = np.load(path, allow_pickle=False)
+            array = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file name
-            raise ValueError(f"{path}: cannot read {what} .npy file ({e})") from None
+            raise error(f"{name}: cannot read {what} .npy file ({e})") from None
         if array.ndim == 3 and array.shape[-1] == 1:
             array = array[..., 0]
         if array.ndim != 2 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise ValueError(f"{path}: expected an HxW numeric {what} map in metres, got {array.dtype} {array.shape}")
+            raise error(f"{name}: expected an HxW numeric {what} map in metres, got {array.dtype} {array.shape}")
         return array.astype(np.float64)
-    if suffix == ".png":
+    if data.startswith(PNG_MAGIC):
         import cv2
 
-        array = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
-            raise ValueError(f"{path}: cannot read {what} PNG")
+            raise error(f"{name}: cannot decode {what} PNG (truncated or corrupt)")
         if array.ndim != 2:
-            raise ValueError(f"{path}: {what} PNG must have one channel, got shape {array.shape}")
+            raise error(f"{name}: a {what} PNG must have one channel, got shape {array.shape} "
+                        "(a colour picture, not a depth map?)")
         if array.dtype == np.uint8:
             if not allow_8bit:
-                raise ValueError(f"{path}: 8-bit {what} PNG refused (coarse quantisation); convert to 16-bit "
-                                 "or pass --allow-8bit with an explicit scale")
+                raise error(f"{name}: 8-bit {what} PNG refused (coarse quantisation); convert it to 16-bit "
+                            "or allow 8-bit with an explicit scale")
         elif array.dtype != np.uint16:
-            raise ValueError(f"{path}: {what} PNG must be 16-bit, got {array.dtype}")
+            raise error(f"{name}: {what} PNG must be 16-bit, got {array.dtype}")
         if scale is None:
-            flag = "--gt-scale" if what == "ground truth" else "--pred-scale"
-            raise ValueError(f"{path}: {what} PNG needs {flag} S (metres = value / S; 1000 for millimetres, "
-                             "256 for KITTI)")
+            raise error(f"{name}: a {what} PNG needs its scale, {scale_hint} (metres = value / scale: 1000 for "
+                        "millimetres, 256 for KITTI, 5000 for TUM)")
         return array.astype(np.float64) / float(scale)
-    raise ValueError(f"{path}: unsupported {what} file type {suffix!r}; expected .npy or .png")
+    raise error(f"{name}: cannot read it as a {what} file: expected a 16-bit PNG (with its scale) or a .npy "
+                "array in metres")
+
+
+def load_depth_file(path: str, scale: Optional[float], what: str = "depth", allow_8bit: bool = False) -> np.ndarray:
+    """One depth file -> float64 HxW metres (see :func:`decode_depth_bytes`)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read {what} file ({e.strerror})") from None
+    flag = "--gt-scale S" if what == "ground truth" else "--pred-scale S"
+    return decode_depth_bytes(data, path, scale, what, allow_8bit, scale_hint=flag)
 
 
 def _index_folder(folder: str, suffixes: Sequence[str], what: str) -> Dict[str, str]:
