@@ -108,8 +108,8 @@ def decode_depth_bytes(data: bytes, name: str, scale: Optional[float], what: str
             raise error(f"{name}: a {what} PNG needs its scale, {scale_hint} (metres = value / scale: 1000 for "
                         "millimetres, 256 for KITTI, 5000 for TUM)")
         return array.astype(np.float64) / float(scale)
-    raise error(f"{name}: cannot read it as a {what} file: expected a 16-bit PNG (with its scale) or a .npy "
-                "array in metres")
+    raise error(f"{name}: not a {what} depth file, cannot read it: expected a 16-bit PNG (with its scale) "
+                "or a .npy array in metres")
 
 
 def load_depth_file(path: str, scale: Optional[float], what: str = "depth", allow_8bit: bool = False) -> np.ndarray:
