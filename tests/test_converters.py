@@ -195,7 +195,7 @@ def test_workers_do_not_change_the_output(tmp_path):
 
 
 def test_range_check_skip_bad_and_far_invalid(tmp_path):
-    truth = make_folder(tmp_path / "src", n=6)
+    make_folder(tmp_path / "src", n=6)
     far = np.full((H, W), 1500, np.uint16)
     far[5, 5] = 12345  # 12.345 m > 10 m
     (tmp_path / "src/depth/0003.png").write_bytes(png(far))

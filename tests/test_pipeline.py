@@ -7,7 +7,7 @@ from tfdepth.data import pipeline, shards
 
 
 def data_cfg(directory, **overrides):
-    sets = [f"data.dataset=tfrecord", f"data.data_dir={directory}", "data.input_size=[32, 48]"]
+    sets = ["data.dataset=tfrecord", f"data.data_dir={directory}", "data.input_size=[32, 48]"]
     sets += [f"data.{k}={v}" for k, v in overrides.items()]
     return load_config(None, sets).data
 

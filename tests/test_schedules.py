@@ -1,5 +1,3 @@
-import math
-
 import pytest
 
 from tfdepth.training.schedules import SCHEDULES, build_schedule

@@ -8,7 +8,6 @@ iterator state can be checkpointed and restored exactly.
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Optional, Tuple
 
 import tensorflow as tf

@@ -246,6 +246,15 @@ class Source:
         return state
 
 
+class NyuSource(Source):
+    """Defaults shared by the NYU Depth V2 packagings: 0-10 m, Kinect intrinsics at 640x480, mm storage."""
+
+    default_max_depth_m = NYU_MAX_DEPTH_M
+    default_intrinsics = NYU_INTRINSICS
+    intrinsics_size = NYU_INTRINSICS_SIZE
+    preferred_store_scale = 1000.0
+
+
 # ------------------------------------------------------------------------------- per-sample worker
 
 

@@ -18,20 +18,15 @@ import zlib
 from typing import Dict, List, Optional, Sequence
 
 from tfdepth.data import depth_io
-from tfdepth.data.converters.base import (NYU_INTRINSICS, NYU_INTRINSICS_SIZE, NYU_MAX_DEPTH_M, LoadedSample,
-                                          SampleRef, Source)
+from tfdepth.data.converters.base import LoadedSample, NyuSource, SampleRef
 from tfdepth.data.converters.errors import ConversionError, SampleError
 from tfdepth.data.converters.image_io import decode_rgb
 
 CSV_NAMES = {"train": "nyu2_train.csv", "test": "nyu2_test.csv"}
 
 
-class NyuDenseDepthSource(Source):
+class NyuDenseDepthSource(NyuSource):
     format_name = "nyu-densedepth"
-    default_max_depth_m = NYU_MAX_DEPTH_M
-    default_intrinsics = NYU_INTRINSICS
-    intrinsics_size = NYU_INTRINSICS_SIZE
-    preferred_store_scale = 1000.0
 
     def __init__(self, input_path: str, split: Optional[str] = None, max_depth_m: Optional[float] = None,
                  intrinsics: Optional[Sequence[float]] = None):

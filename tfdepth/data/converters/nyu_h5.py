@@ -11,20 +11,15 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from tfdepth.data.converters.base import (NYU_INTRINSICS, NYU_INTRINSICS_SIZE, NYU_MAX_DEPTH_M, LoadedSample,
-                                          SampleRef, Source)
+from tfdepth.data.converters.base import LoadedSample, NyuSource, SampleRef
 from tfdepth.data.converters.errors import ConversionError, SampleError
 from tfdepth.data.converters.image_io import rgb_from_array
 
 SPLIT_DIRS = ("train", "val", "test")
 
 
-class NyuH5Source(Source):
+class NyuH5Source(NyuSource):
     format_name = "nyu-h5"
-    default_max_depth_m = NYU_MAX_DEPTH_M
-    default_intrinsics = NYU_INTRINSICS
-    intrinsics_size = NYU_INTRINSICS_SIZE
-    preferred_store_scale = 1000.0
 
     def __init__(self, input_path: str, split: Optional[str] = None, max_depth_m: Optional[float] = None,
                  intrinsics: Optional[Sequence[float]] = None):

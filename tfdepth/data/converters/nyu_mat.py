@@ -20,8 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfdepth.data.converters.base import (NYU_INTRINSICS, NYU_INTRINSICS_SIZE, NYU_MAX_DEPTH_M, LoadedSample,
-                                          SampleRef, Source)
+from tfdepth.data.converters.base import LoadedSample, NyuSource, SampleRef
 from tfdepth.data.converters.errors import ConversionError, SampleError
 from tfdepth.data.converters.image_io import rgb_from_array
 
@@ -91,12 +90,8 @@ def read_splits_file(path: str, num_images: Optional[int] = None) -> Dict[str, n
     return found
 
 
-class NyuMatSource(Source):
+class NyuMatSource(NyuSource):
     format_name = "nyu-mat"
-    default_max_depth_m = NYU_MAX_DEPTH_M
-    default_intrinsics = NYU_INTRINSICS
-    intrinsics_size = NYU_INTRINSICS_SIZE
-    preferred_store_scale = 1000.0
 
     def __init__(self, input_path: str, splits_file: Optional[str] = None, depth_key: str = "depths",
                  split: Optional[str] = None, max_depth_m: Optional[float] = None,

@@ -14,8 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from tfdepth.data.converters.base import (NYU_INTRINSICS, NYU_INTRINSICS_SIZE, NYU_MAX_DEPTH_M, LoadedSample,
-                                          Source)
+from tfdepth.data.converters.base import LoadedSample, NyuSource
 from tfdepth.data.converters.errors import ConversionError, SampleError
 from tfdepth.data.converters.image_io import rgb_from_array
 
@@ -39,12 +38,8 @@ def example_to_sample(example: Dict[str, Any], name: str) -> LoadedSample:
     return LoadedSample(name, rgb, depth.astype(np.float32))
 
 
-class TfdsNyuSource(Source):
+class TfdsNyuSource(NyuSource):
     format_name = "tfds"
-    default_max_depth_m = NYU_MAX_DEPTH_M
-    default_intrinsics = NYU_INTRINSICS
-    intrinsics_size = NYU_INTRINSICS_SIZE
-    preferred_store_scale = 1000.0
     streaming = True
 
     def __init__(self, input_path: str, dataset: str = "nyu_depth_v2", split: Optional[str] = None,

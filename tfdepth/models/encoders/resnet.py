@@ -26,7 +26,7 @@ ResNet-50 / 101 (keras.applications layout, ResNet v1)
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 import keras
 from keras import layers
