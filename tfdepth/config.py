@@ -289,7 +289,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Ex
 
 
 def save_config(cfg: ExperimentConfig, path: str) -> None:
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # several workers of one run may write the same file
     with open(tmp, "w") as f:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
     os.replace(tmp, path)
