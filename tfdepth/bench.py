@@ -218,7 +218,22 @@ def machine_info() -> dict:
     return info
 
 
-class Matmul:
+class _RepeatedCalls:
+    """A timed measurement: each run repeats ``self.call`` ``self.calls_per_run`` times and records
+    the seconds per call in ``self.runs``."""
+
+    def run_once(self) -> None:
+        t0 = time.perf_counter()
+        for _ in range(self.calls_per_run):
+            self.call()
+        self.runs.append((time.perf_counter() - t0) / self.calls_per_run)
+
+    def _estimate_s(self, fallback_call_s: float) -> float:
+        """Seconds one more run will take (median so far, else ``fallback_call_s`` per call)."""
+        return self.calls_per_run * (statistics.median(self.runs) if self.runs else fallback_call_s)
+
+
+class Matmul(_RepeatedCalls):
     """The float32 matrix-multiply yardstick: ``tf.matmul`` of two ``size`` x ``size`` matrices in a
     ``tf.function`` (2 size^3 FLOPs per product); a run repeats it for at least ``min_run_s``."""
 
@@ -240,14 +255,8 @@ class Matmul:
         self.runs: List[float] = []
         self.tensor_float_32 = bool(tf.config.experimental.tensor_float_32_execution_enabled())
 
-    def run_once(self) -> None:
-        t0 = time.perf_counter()
-        for _ in range(self.calls_per_run):
-            self.call()
-        self.runs.append((time.perf_counter() - t0) / self.calls_per_run)
-
     def estimate_s(self) -> float:
-        return self.calls_per_run * (statistics.median(self.runs) if self.runs else 0.1)
+        return self._estimate_s(fallback_call_s=0.1)
 
     def result(self) -> dict:
         return {"gflops_per_s": inverted(summarize(self.runs), 2.0 * self.size ** 3 / 1e9), "size": self.size,
@@ -350,7 +359,7 @@ def one_train_batch(cfg, data_dir, manifest):
 # --------------------------------------------------------------------------------------------------
 
 
-class TrainVariant:
+class TrainVariant(_RepeatedCalls):
     """One training configuration, built and warmed up: a Trainer in a scratch workdir, its step traced
     (``trace_s``), run once (``first_step_s``: graph optimisation / XLA compilation + one step) and once
     more untimed (memory and kernel caches), whose time sets the calls per timed run."""
@@ -374,14 +383,8 @@ class TrainVariant:
     def call(self):
         return _run_train_step(self.step, self.image, self.depth)
 
-    def run_once(self) -> None:
-        t0 = time.perf_counter()
-        for _ in range(self.calls_per_run):
-            self.call()
-        self.runs.append((time.perf_counter() - t0) / self.calls_per_run)
-
     def estimate_s(self) -> float:
-        return self.calls_per_run * (statistics.median(self.runs) if self.runs else self.second_step_s)
+        return self._estimate_s(fallback_call_s=self.second_step_s)
 
     def result(self, cut: bool) -> dict:
         seconds = summarize(self.runs)
