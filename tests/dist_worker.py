@@ -1,7 +1,8 @@
 """Subprocess entry for the tf.distribute tests: ``python dist_worker.py MODE WORKDIR DATA_DIR [TF_CONFIG]``.
 
 MODE ``mirrored``: 2 logical CPU devices, MirroredStrategy. MODE ``multi_worker``: TF_CONFIG from argv.
-Prints one JSON line: replicas, per-step losses and the final metrics.
+Prints one JSON line: replicas, per-step losses and the final metrics; in ``mirrored`` mode also the
+losses of a second run interrupted after step 3 (mid-epoch) and resumed by a new Trainer.
 """
 
 import json
@@ -27,9 +28,35 @@ from tfdepth.training.loop import Trainer  # noqa: E402
 cfg = load_config(str(REPO_ROOT / "configs/synthetic_unet_resnet34.yaml"), [
     "data.dataset=tfrecord", f"data.data_dir={data_dir}", "data.input_size=[32, 32]", "model.encoder=resnet18",
     "train.batch_size=4", "train.steps_per_epoch=2", "train.phases.0.epochs=2", "train.log_every_steps=1",
-    f"train.strategy={mode}", "eval.batch_size=4", "train.validate_every_epochs=0"])
+    f"train.strategy={mode}", "eval.batch_size=4", "train.validate_every_epochs=0", "train.checkpoint_every_steps=1",
+    "train.deterministic=true", "data.deterministic=true"])
 trainer = Trainer(cfg, workdir)
 metrics = trainer.run()
 losses = [r["loss"] for r in trainer.history.data["steps"]]
-print(json.dumps({"replicas": trainer.strategy.num_replicas_in_sync, "chief": trainer.is_chief,
-                  "losses": losses, "metrics": metrics, "global_step": int(trainer.global_step.numpy())}))
+result = {"replicas": trainer.strategy.num_replicas_in_sync, "chief": trainer.is_chief, "losses": losses,
+          "metrics": metrics, "global_step": int(trainer.global_step.numpy())}
+
+if mode == "mirrored":
+    # Interrupted after global step 3 (mid-way through the second epoch), then resumed by a new Trainer.
+    class Interrupted(Exception):
+        pass
+
+    interrupted = Trainer(cfg, workdir + "_resumed")
+    step_fn = interrupted._train_step
+
+    def stop_at_step_4(image, depth):
+        if int(interrupted.global_step.numpy()) == 3:
+            raise Interrupted
+        return step_fn(image, depth)
+
+    interrupted._train_step = stop_at_step_4
+    try:
+        interrupted.run()
+    except Interrupted:
+        pass
+    resumed = Trainer(cfg, workdir + "_resumed")
+    resumed.run()
+    result["resumed_position"] = [int(v) for v in tf.train.load_checkpoint(
+        os.path.join(workdir + "_resumed", "checkpoints", "ckpt-3")).get_tensor("position/.ATTRIBUTES/VARIABLE_VALUE")]
+    result["resumed_losses"] = [r["loss"] for r in resumed.history.data["steps"]]
+print(json.dumps(result))

@@ -29,6 +29,8 @@ from tfdepth.training.optimizers import build_optimizer, set_learning_rate
 from tfdepth.training.schedules import build_schedule
 
 
+# The data iterator's entry in a mid-epoch checkpoint of a single-device run.
+ITERATOR_KEY = "iterator/.ATTRIBUTES/ITERATOR_STATE"
 # Config keys that may change between a run and its resumption (they do not change what is trained).
 RESUME_SAFE_KEYS = ("eval.", "train.log_every_steps", "train.image_summary_every_steps",
                     "train.checkpoint_every_steps", "data.parallel_calls")
@@ -136,8 +138,7 @@ class Trainer:
             self.position = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="position")
             self.best_value = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_value")
         self.loss_fn = build_loss(cfg.loss)
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, global_step=self.global_step,
-                                              position=self.position, best_value=self.best_value)
+        self.checkpoint = tf.train.Checkpoint(**self._checkpointed())
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.save_dir, ckpt_lib.CHECKPOINT_DIR),
                                                   max_to_keep=tcfg.keep_checkpoints)
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.save_dir, ckpt_lib.BEST_DIR),
@@ -215,11 +216,12 @@ class Trainer:
         return train_step
 
     # ---------------------------------------------------------------------------------------------
-    def _dataset(self, unit: EpochUnit) -> tf.data.Dataset:
+    def _dataset(self, unit: EpochUnit, skip_steps: int = 0) -> tf.data.Dataset:
+        """The unit's batches (seeded by the unit), without its first ``skip_steps`` batches."""
         seed = self.cfg.train.seed * 100003 + unit.index
         ds = pipeline.build_dataset(self.cfg.data, self.cfg.data.train_split, self.cfg.train.batch_size, training=True,
                                     chunks=unit.chunks, seed=seed, data_dir=self.data_dir, manifest=self.manifest)
-        ds = ds.take(unit.steps)
+        ds = ds.take(unit.steps).skip(skip_steps)
         if self.cfg.train.strategy != "default":
             # Shard by element: a chunk may hold fewer shard files than there are workers.
             options = tf.data.Options()
@@ -227,11 +229,21 @@ class Trainer:
             ds = ds.with_options(options)
         return ds
 
+    def _checkpointed(self) -> dict:
+        """The objects every checkpoint holds (mid-epoch checkpoints add the data iterator)."""
+        return dict(model=self.model, optimizer=self.optimizer, global_step=self.global_step,
+                    position=self.position, best_value=self.best_value)
+
     def _restore(self) -> None:
         latest = self.manager.latest_checkpoint
         if not latest:
             return
-        self.checkpoint.restore(latest).expect_partial()
+        # Restore through a root of its own: a restore leaves the checkpoint's objects that are not
+        # attached yet (the saved tf.data iterator) as deferred restorations on the root, and
+        # ``self.checkpoint`` would later apply that old iterator state to whichever iterator is
+        # attached under the same name at the next mid-epoch save. The run's own iterator is restored
+        # explicitly in :meth:`run`.
+        tf.train.Checkpoint(**self._checkpointed()).restore(latest).expect_partial()
         unit, step = (int(v) for v in self.position.numpy())
         self.history.truncate_to_step(int(self.global_step.numpy()))
         print(f"resumed from {latest}: global step {int(self.global_step.numpy())}, unit {unit} step {step}",
@@ -239,11 +251,14 @@ class Trainer:
         self._resume_checkpoint = latest
 
     def _save(self, iterator=None) -> str:
+        """Checkpoint (numbered by global step) and history; a mid-epoch save also holds ``iterator``."""
         if iterator is not None:
             self.checkpoint.iterator = iterator
-        elif hasattr(self.checkpoint, "iterator"):
-            del self.checkpoint.iterator
-        path = self.manager.save(checkpoint_number=int(self.global_step.numpy()))
+        try:
+            path = self.manager.save(checkpoint_number=int(self.global_step.numpy()))
+        finally:
+            if iterator is not None:
+                del self.checkpoint.iterator
         self.history.save()
         return path
 
@@ -257,14 +272,18 @@ class Trainer:
                   f"global step {int(self.global_step.numpy())})", file=self.log)
         tcfg = self.cfg.train
         ckpt_every = tcfg.checkpoint_every_steps
+        distributed = tcfg.strategy != "default"
         for unit in self.units[start_unit:]:
-            ds = self._dataset(unit)
-            dist_ds = self.strategy.experimental_distribute_dataset(ds) if tcfg.strategy != "default" else ds
-            iterator = iter(dist_ds)
-            first_step = 0
-            if unit.index == start_unit and start_step > 0:
+            first_step = start_step if unit.index == start_unit else 0
+            # Mid-epoch resume restores the saved iterator state where the checkpoint has one; a
+            # distributed iterator cannot be checkpointed, so there the unit's seeded dataset skips
+            # the batches already trained on (same order: the unit's shuffle and augmentation are seeded).
+            restore_iterator = bool(first_step) and not distributed and ITERATOR_KEY in {
+                name for name, _ in tf.train.list_variables(self._resume_checkpoint)}
+            ds = self._dataset(unit, skip_steps=0 if restore_iterator else first_step)
+            iterator = iter(self.strategy.experimental_distribute_dataset(ds) if distributed else ds)
+            if restore_iterator:
                 tf.train.Checkpoint(iterator=iterator).restore(self._resume_checkpoint).expect_partial()
-                first_step = start_step
             label = (f"[{unit.phase_name} {unit.phase_index + 1}/{len(tcfg.phases)} chunk {unit.chunk_label} "
                      f"epoch {unit.epoch + 1}]")
             bar = ProgressBar(unit.steps, label, tcfg.batch_size, tcfg.log_every_steps, self.log)
@@ -290,12 +309,11 @@ class Trainer:
                                            "chunk": unit.chunk_label, **values})
                     write_scalars(self.writer, gstep, {**values, "lr": lr,
                                                        "images_per_s": bar.images_per_second(step + 1)}, "train/")
-                if tcfg.image_summary_every_steps and gstep % tcfg.image_summary_every_steps == 0:
-                    pred = self.model(image, training=False)["depth"] if tcfg.strategy == "default" else None
-                    if pred is not None:
-                        write_image_summary(self.writer, gstep, image, pred, depth, self.cfg.data.max_depth_m)
+                if not distributed and tcfg.image_summary_every_steps and gstep % tcfg.image_summary_every_steps == 0:
+                    pred = self.model(image, training=False)["depth"]
+                    write_image_summary(self.writer, gstep, image, pred, depth, self.cfg.data.max_depth_m)
                 if ckpt_every and gstep % ckpt_every == 0 and step + 1 < unit.steps:
-                    self._save(iterator if tcfg.strategy == "default" else None)
+                    self._save(None if distributed else iterator)
             self.position.assign([unit.index + 1, 0])
             record = {"unit": unit.index, "phase": unit.phase_name, "phase_index": unit.phase_index,
                       "chunk": unit.chunk_label, "epoch": unit.epoch, "start_step": start_global,
