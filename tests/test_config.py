@@ -68,3 +68,15 @@ def test_shipped_configs_load():
     for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
         cfg = load_config(str(path))
         assert isinstance(cfg, ExperimentConfig), path
+
+
+def test_sid_loss_and_decoder_must_agree():
+    path = str(REPO_ROOT / "configs/kitti_deeplabv2_sid_resnet101.yaml")
+    with pytest.raises(ConfigError, match=r"loss\[0\] 'sid_ordinal' .*decoder_args.inference 'argmax'.*use inference: ordinal"):
+        load_config(path, ["loss.0.name=sid_ordinal"])
+    cfg = load_config(path, ["loss.0.name=sid_ordinal", "model.decoder_args.inference=ordinal"])
+    assert cfg.model.decoder_args["inference"] == "ordinal"
+    with pytest.raises(ConfigError, match="use inference: argmax or expectation"):
+        load_config(path, ["model.decoder_args.inference=ordinal"])
+    with pytest.raises(ConfigError, match=r"loss\[0\].args.beta_m = 50.0 differs from model.decoder_args.beta_m = 80.0"):
+        load_config(path, ["loss.0.args.beta_m=50.0"])

@@ -206,6 +206,14 @@ def test_sid_depth_layer_on_known_logits():
     np.testing.assert_array_equal(depth, centres[[0, 35, 70]].astype(np.float32))
     uniform = SIDDepth(k, 1.0, 80.0, "expectation")(np.zeros((1, 1, 1, k), np.float32)).numpy()
     assert uniform[0, 0, 0, 0] == pytest.approx(centres.mean(), rel=1e-5)
+    # Ordinal (DORN): channel j says label > j; the label is the count of positive logits (<= K - 1).
+    ordinal = np.full((1, 1, 4, k), -3.0, np.float32)
+    for j, count in enumerate((0, 1, 35, k)):
+        ordinal[0, 0, j, :count] = 2.0
+    depth = SIDDepth(k, 1.0, 80.0, "ordinal")(ordinal).numpy()[0, 0, :, 0]
+    np.testing.assert_array_equal(depth, centres[[0, 1, 35, k - 1]].astype(np.float32))
+    arithmetic = SIDDepth(k, 1.0, 80.0, "ordinal", centre="arithmetic")(ordinal).numpy()[0, 0, :, 0]
+    np.testing.assert_allclose(arithmetic, sid_bin_centres(k, 1.0, 80.0, "arithmetic")[[0, 1, 35, k - 1]], rtol=1e-6)
 
 
 def test_sid_feature_resolution_logits():

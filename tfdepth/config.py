@@ -40,9 +40,45 @@ class SyntheticConfig:
 
 @dataclass
 class AugmentConfig:
+    """Training-time augmentation of each (image, depth) pair at input size (``pipeline.augment_pair``).
+
+    The defaults flip only. ``scale_max``/``random_crop``/``rotation_deg``/``color_scale`` are the
+    augmentations of Eigen et al. (NIPS 2014): NYU s in [1, 1.5], r in [-5, 5] deg, random crop, colour
+    c in [0.8, 1.2]^3, flips 0.5; KITTI the same with s in [1, 1.2] and no rotation.
+    """
+
     hflip: float = 0.5  # probability of a horizontal flip (image and depth together)
     brightness: float = 0.0  # max multiplicative brightness change: factor in [1-b, 1+b]
     channel_permutation: float = 0.0  # probability of a random RGB channel permutation
+    # zoom factor s ~ U[1, scale_max] (unitless, 1 = off): image bilinear, depth nearest, cropped back to
+    # the input size, depth metres divided by s (the camera moves s times closer)
+    scale_max: float = 1.0
+    # translation: the zoom's crop window lies at a uniformly random position (false: centred);
+    # needs scale_max > 1 (the window can only move inside the zoomed image)
+    random_crop: bool = False
+    # in-plane rotation r ~ U[-rotation_deg, rotation_deg] degrees about the image centre (0 = off);
+    # pixels rotated in from outside the image are 0 in the image and 0 (invalid) in the depth
+    rotation_deg: float = 0.0
+    # per-channel RGB factors c ~ U[1-x, 1+x]^3 (unitless, 0 = off), image clipped to [0, 1] after
+    color_scale: float = 0.0
+
+    def __post_init__(self):
+        def bad(key, value, expected):
+            raise ConfigError(f"data.augment.{key}: expected {expected}, got {value!r}")
+
+        for key in ("hflip", "channel_permutation"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                bad(key, getattr(self, key), "a probability in [0, 1]")
+        for key in ("brightness", "color_scale"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                bad(key, getattr(self, key), "a fraction in [0, 1] (factors in [1-x, 1+x])")
+        if not 1.0 <= self.scale_max < float("inf"):
+            bad("scale_max", self.scale_max, "a zoom factor >= 1 (1 = off)")
+        if not 0.0 <= self.rotation_deg <= 180.0:
+            bad("rotation_deg", self.rotation_deg, "degrees in [0, 180] (0 = off)")
+        if self.random_crop and self.scale_max == 1.0:
+            bad("random_crop", self.random_crop,
+                "false while scale_max is 1 (the crop window can only move inside a zoomed image)")
 
 
 @dataclass
@@ -146,6 +182,34 @@ class ExperimentConfig:
     loss: List[LossTermConfig] = field(default_factory=lambda: [LossTermConfig()])
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        _check_sid_consistency(self)
+
+
+# SID loss term -> the decoder's depth readings that decode what that loss trains.
+_SID_LOSS_READINGS = {"sid_ce": ("argmax", "expectation"), "sid_ordinal": ("ordinal",)}
+_SID_DEFAULTS = {"num_bins": 71, "alpha_m": 1.0, "beta_m": 80.0, "inference": "argmax"}
+
+
+def _check_sid_consistency(cfg: "ExperimentConfig") -> None:
+    """A SID loss and the ``deeplabv2_sid`` decoder must agree on the bins and on how the logits are
+    read (a ``sid_ordinal``-trained head decoded by arg-max gives wrong depths without any error)."""
+    if cfg.model.decoder != "deeplabv2_sid":
+        return
+    decoder = {**_SID_DEFAULTS, **cfg.model.decoder_args}
+    for i, term in enumerate(cfg.loss):
+        readings = _SID_LOSS_READINGS.get(term.name)
+        if readings is None:
+            continue
+        for key in ("num_bins", "alpha_m", "beta_m"):
+            if key in term.args and float(term.args[key]) != float(decoder[key]):
+                raise ConfigError(f"loss[{i}].args.{key} = {term.args[key]!r} differs from "
+                                  f"model.decoder_args.{key} = {decoder[key]!r}: the loss and the decoder "
+                                  "must use the same SID bins")
+        if decoder["inference"] not in readings:
+            raise ConfigError(f"loss[{i}] {term.name!r} trains logits that model.decoder_args.inference "
+                              f"{decoder['inference']!r} does not decode; use inference: {' or '.join(readings)}")
 
 
 # --------------------------------------------------------------------------------------------------

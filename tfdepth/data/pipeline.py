@@ -8,6 +8,7 @@ iterator state can be checkpointed and restored exactly.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Optional, Tuple
 
 import tensorflow as tf
@@ -61,20 +62,96 @@ def resize_pair(image: tf.Tensor, depth: tf.Tensor, size: Tuple[int, int], mode:
     return image, depth
 
 
+# Indices into the per-sample vector of stateless uniforms drawn by ``augment_pair``. 0-3 are the
+# original draws (a seeded pipeline with only those options on gives the same output as before the
+# others were appended: a stateless_uniform vector's leading values do not depend on its length).
+_U_HFLIP, _U_BRIGHTNESS, _U_PERMUTE, _U_PERMUTATION = 0, 1, 2, 3
+_U_SCALE, _U_CROP_X, _U_CROP_Y, _U_ROTATION, _U_COLOR = 4, 5, 6, 7, 8  # colour uses 8, 9, 10
+_NUM_UNIFORMS = 11
+
+
+def warp_transform(height, width, scale, angle_rad, crop_x=0.5, crop_y=0.5) -> tf.Tensor:
+    """The ``ImageProjectiveTransformV3`` transform [1, 8] float32 of a zoom, crop and rotation.
+
+    Output pixel p = (x, y) (column, row; pixel centres at integers) samples the input at
+    ``q = c + t + R(angle_rad) (p - c) / scale`` with c = ((W-1)/2, (H-1)/2) the centre,
+    R(a) = [[cos a, -sin a], [sin a, cos a]] and t = ((crop_x - 0.5) W, (crop_y - 0.5) H) (1 - 1/scale).
+    With angle 0 this is exactly ``tf.image.resize`` (half-pixel centres) to (scale H, scale W) followed
+    by the H x W crop whose top-left corner is at (crop_y (scale H - H), crop_x (scale W - W)):
+    crop fractions in [0, 1] keep the window inside the zoomed image, 0.5 centres it. The rotation then
+    turns the content by ``angle_rad`` counter-clockwise on screen (y points down) about the centre.
+    """
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    scale = tf.cast(scale, tf.float32)
+    angle = tf.cast(angle_rad, tf.float32)
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    tx = (tf.cast(crop_x, tf.float32) - 0.5) * w * (1.0 - 1.0 / scale)
+    ty = (tf.cast(crop_y, tf.float32) - 0.5) * h * (1.0 - 1.0 / scale)
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    a0, a1, b0, b1 = cos, -sin, sin, cos
+    a2 = cx + tx - (a0 * cx + a1 * cy)
+    b2 = cy + ty - (b0 * cx + b1 * cy)
+    zero = tf.zeros_like(a0)
+    return tf.reshape(tf.stack([a0, a1, a2, b0, b1, b2, zero, zero]), [1, 8])
+
+
+def _warp(x: tf.Tensor, transform: tf.Tensor, interpolation: str, fill_mode: str) -> tf.Tensor:
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x[tf.newaxis], transforms=transform, output_shape=tf.shape(x)[:2], fill_value=0.0,
+        interpolation=interpolation, fill_mode=fill_mode)[0]
+    out.set_shape(x.shape)
+    return out
+
+
+def warp_pair(image: tf.Tensor, depth: tf.Tensor, scale, angle_rad, crop_x=0.5, crop_y=0.5
+              ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Zoom by ``scale`` >= 1, crop back to the input size and rotate (``warp_transform``) one image
+    [H, W, 3] float32 and depth [h, w, 1] float32 metres (each with its own size, same geometry).
+
+    The image is sampled bilinearly (the half-pixel margin of the zoom repeats the edge pixels) and is 0
+    where the source point lies outside the input; the depth is sampled nearest (never a blend of two
+    depths or of valid and invalid pixels), is 0 (invalid) outside the input and is divided by
+    ``scale``: an image s times larger shows the scene as if the camera were s times closer.
+    """
+    scale = tf.cast(scale, tf.float32)
+    image_shape, depth_shape = tf.shape(image), tf.shape(depth)
+    image_transform = warp_transform(image_shape[0], image_shape[1], scale, angle_rad, crop_x, crop_y)
+    depth_transform = warp_transform(depth_shape[0], depth_shape[1], scale, angle_rad, crop_x, crop_y)
+    inside = _warp(tf.ones_like(image[..., :1]), image_transform, "NEAREST", "CONSTANT")
+    image = _warp(image, image_transform, "BILINEAR", "NEAREST") * inside
+    depth = _warp(depth, depth_transform, "NEAREST", "CONSTANT") / scale
+    return image, depth
+
+
 def augment_pair(image: tf.Tensor, depth: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Stateless augmentation of one sample; ``seed`` is an int64 [2] tensor unique to the sample."""
-    u = tf.random.stateless_uniform([4], seed=seed)
+    """Stateless augmentation of one sample; ``seed`` is an int64 [2] tensor unique to the sample.
+
+    image [H, W, 3] float32 in [0, 1], depth [H, W, 1] float32 metres (0 = invalid). In order:
+    horizontal flip; zoom s ~ U[1, scale_max] with a centred or random crop and rotation
+    r ~ U[-rotation_deg, rotation_deg] (``warp_pair``: depth / s, 0 outside); brightness; per-channel
+    colour factors c ~ U[1 - color_scale, 1 + color_scale]^3; channel permutation. Options at their
+    defaults add no op.
+    """
+    u = tf.random.stateless_uniform([_NUM_UNIFORMS], seed=seed)
     if aug.hflip > 0:
-        flip = u[0] < aug.hflip
+        flip = u[_U_HFLIP] < aug.hflip
         image = tf.where(flip, tf.reverse(image, [1]), image)
         depth = tf.where(flip, tf.reverse(depth, [1]), depth)
+    if aug.scale_max > 1.0 or aug.rotation_deg > 0:
+        scale = 1.0 + (aug.scale_max - 1.0) * u[_U_SCALE]
+        angle = math.radians(aug.rotation_deg) * (2.0 * u[_U_ROTATION] - 1.0)
+        crop_x, crop_y = (u[_U_CROP_X], u[_U_CROP_Y]) if aug.random_crop else (0.5, 0.5)
+        image, depth = warp_pair(image, depth, scale, angle, crop_x, crop_y)
     if aug.brightness > 0:
-        factor = 1.0 + aug.brightness * (2.0 * u[1] - 1.0)
+        factor = 1.0 + aug.brightness * (2.0 * u[_U_BRIGHTNESS] - 1.0)
         image = tf.clip_by_value(image * factor, 0.0, 1.0)
+    if aug.color_scale > 0:
+        factors = 1.0 + aug.color_scale * (2.0 * u[_U_COLOR:_U_COLOR + 3] - 1.0)
+        image = tf.clip_by_value(image * factors, 0.0, 1.0)
     if aug.channel_permutation > 0:
         permutations = tf.constant(_CHANNEL_PERMUTATIONS, tf.int32)
-        index = tf.cast(tf.minimum(u[3] * 6.0, 5.0), tf.int32)
-        perm = tf.where(u[2] < aug.channel_permutation, permutations[index], permutations[0])
+        index = tf.cast(tf.minimum(u[_U_PERMUTATION] * 6.0, 5.0), tf.int32)
+        perm = tf.where(u[_U_PERMUTE] < aug.channel_permutation, permutations[index], permutations[0])
         image = tf.gather(image, perm, axis=-1)
     return image, depth
 

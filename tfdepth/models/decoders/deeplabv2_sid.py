@@ -27,14 +27,17 @@ Depth decoding (:class:`SIDDepth`, TFLite builtins only):
 
 - ``inference: argmax``: the bin centre of the arg-max class (ARG_MAX + GATHER; not differentiable,
   training uses ``sid_logits``);
-- ``inference: expectation``: sum_k softmax(logits)_k * centre_k (SOFTMAX, MUL, SUM).
+- ``inference: expectation``: sum_k softmax(logits)_k * centre_k (SOFTMAX, MUL, SUM);
+- ``inference: ordinal`` (for a head trained with the ``sid_ordinal`` loss, DORN): channel k is the
+  logit of P(label > k); label = sum_k [logit_k > 0], clipped to K - 1 (GREATER, CAST, SUM, MINIMUM,
+  GATHER).
 
 Centres: ``tfdepth.sid.sid_bin_centres(K, alpha, beta, centre)``, ``centre`` = "geometric"
 (sqrt(t_l t_{l+1}), default) or "arithmetic" (DORN's (t_l + t_{l+1}) / 2).
 
 decoder_args: ``num_bins`` (71), ``alpha_m`` (1.0), ``beta_m`` (80.0), ``atrous_rates``
 ([6, 12, 18, 24]), ``branch_filters`` (0), ``dropout`` (0.5, ASPP-L branches only),
-``logits_resolution`` ("input" | "feature"), ``inference`` ("argmax" | "expectation"),
+``logits_resolution`` ("input" | "feature"), ``inference`` ("argmax" | "expectation" | "ordinal"),
 ``centre`` ("geometric" | "arithmetic").
 """
 
@@ -46,10 +49,10 @@ import tensorflow as tf
 
 from tfdepth.models.decoders.blocks import BilinearResize, as_int_list, get_feature, static_hw
 from tfdepth.models.registry import DECODERS
-from tfdepth.sid import sid_bin_centres
+from tfdepth.sid import sid_bin_centres, sid_logits_to_depth
 
 NAME = "deeplabv2_sid"
-INFERENCE_MODES = ("argmax", "expectation")
+INFERENCE_MODES = ("argmax", "expectation", "ordinal")
 LOGITS_RESOLUTIONS = ("input", "feature")
 
 
@@ -67,20 +70,16 @@ class SIDDepth(keras.layers.Layer):
         self.beta_m = float(beta_m)
         self.inference = inference
         self.centre = centre
-        self.centres_m = sid_bin_centres(self.num_bins, self.alpha_m, self.beta_m, centre).astype(np.float32)
+        sid_bin_centres(self.num_bins, self.alpha_m, self.beta_m, centre)  # checks the bins and ``centre``
 
     def call(self, logits):
         if logits.shape[-1] is not None and int(logits.shape[-1]) != self.num_bins:
             raise ValueError(f"SIDDepth: logits have {logits.shape[-1]} channels, expected num_bins={self.num_bins}")
-        # Plain tf ops (this is a TensorFlow project): keras.ops.argmax adds a BitwiseAnd (negative-zero
-        # handling) that TFLite builtins cannot express.
-        logits = tf.cast(logits, tf.float32)
-        centres = tf.constant(self.centres_m, dtype=tf.float32)
-        if self.inference == "argmax":
-            label = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            return tf.expand_dims(tf.gather(centres, label), -1)
-        probs = tf.nn.softmax(logits, axis=-1)
-        return tf.reduce_sum(probs * centres, axis=-1, keepdims=True)
+        # Plain tf ops (tfdepth.sid): keras.ops.argmax adds a BitwiseAnd (negative-zero handling) that
+        # TFLite builtins cannot express.
+        return sid_logits_to_depth(logits, self.alpha_m, self.beta_m,
+                                   mode="ordinal" if self.inference == "ordinal" else "ce",
+                                   soft=self.inference == "expectation", mean=self.centre)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 1)
