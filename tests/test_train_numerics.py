@@ -43,14 +43,18 @@ def step_losses(data_dir, workdir, *extra):
         "train.phases.0.schedule.args={}", "train.phases.0.schedule.lr=1e-4", *extra])
     trainer = Trainer(cfg, workdir)
     trainer.run()
-    return np.array([r["loss"] for r in trainer.history.data["steps"]])
+    return np.array([r["loss"] for r in trainer.history.data["steps"]]), trainer
 
 
 def test_xla_and_mixed_precision_track_float32(data_dir, tmp_path):
-    reference = step_losses(data_dir, str(tmp_path / "f32"))
+    reference, _ = step_losses(data_dir, str(tmp_path / "f32"))
     assert len(reference) == 4 and np.all(np.isfinite(reference))
-    xla = step_losses(data_dir, str(tmp_path / "xla"), "train.jit_compile=true")
+    xla, _ = step_losses(data_dir, str(tmp_path / "xla"), "train.jit_compile=true")
     np.testing.assert_allclose(xla, reference, rtol=1e-3)
-    bf16 = step_losses(data_dir, str(tmp_path / "bf16"), "train.mixed_precision=mixed_bfloat16")
+    bf16, _ = step_losses(data_dir, str(tmp_path / "bf16"), "train.mixed_precision=mixed_bfloat16")
     np.testing.assert_allclose(bf16, reference, rtol=0.05)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # the run really was mixed
+    f16, trainer = step_losses(data_dir, str(tmp_path / "f16"), "train.mixed_precision=mixed_float16")
+    np.testing.assert_allclose(f16, reference, rtol=0.05)
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
