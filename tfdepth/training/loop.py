@@ -277,7 +277,8 @@ class Trainer:
             first_step = start_step if unit.index == start_unit else 0
             # Mid-epoch resume restores the saved iterator state where the checkpoint has one; a
             # distributed iterator cannot be checkpointed, so there the unit's seeded dataset skips
-            # the batches already trained on (same order: the unit's shuffle and augmentation are seeded).
+            # the batches already trained on (the same batches: the unit's shuffle and augmentation are
+            # seeded; with data.deterministic the interleave order is fixed too).
             restore_iterator = bool(first_step) and not distributed and ITERATOR_KEY in {
                 name for name, _ in tf.train.list_variables(self._resume_checkpoint)}
             ds = self._dataset(unit, skip_steps=0 if restore_iterator else first_step)
