@@ -189,7 +189,6 @@ class ExperimentConfig:
 
 # SID loss term -> the decoder's depth readings that decode what that loss trains.
 _SID_LOSS_READINGS = {"sid_ce": ("argmax", "expectation"), "sid_ordinal": ("ordinal",)}
-_SID_DEFAULTS = {"num_bins": 71, "alpha_m": 1.0, "beta_m": 80.0, "inference": "argmax"}
 
 
 def _check_sid_consistency(cfg: "ExperimentConfig") -> None:
@@ -197,7 +196,12 @@ def _check_sid_consistency(cfg: "ExperimentConfig") -> None:
     read (a ``sid_ordinal``-trained head decoded by arg-max gives wrong depths without any error)."""
     if cfg.model.decoder != "deeplabv2_sid":
         return
-    decoder = {**_SID_DEFAULTS, **cfg.model.decoder_args}
+    import inspect
+
+    from tfdepth.models.decoders.deeplabv2_sid import deeplabv2_sid  # the defaults live in its signature
+
+    defaults = {name: p.default for name, p in inspect.signature(deeplabv2_sid).parameters.items()}
+    decoder = {**defaults, **cfg.model.decoder_args}
     for i, term in enumerate(cfg.loss):
         readings = _SID_LOSS_READINGS.get(term.name)
         if readings is None:

@@ -109,6 +109,7 @@ class Trainer:
         tcfg = cfg.train
         # First: MultiWorkerMirroredStrategy must configure collectives before any other TF op runs.
         self.strategy = make_strategy(tcfg.strategy)
+        self.distributed = tcfg.strategy != "default"
         os.makedirs(workdir, exist_ok=True)
         self._check_or_save_config()
 
@@ -222,7 +223,7 @@ class Trainer:
         ds = pipeline.build_dataset(self.cfg.data, self.cfg.data.train_split, self.cfg.train.batch_size, training=True,
                                     chunks=unit.chunks, seed=seed, data_dir=self.data_dir, manifest=self.manifest)
         ds = ds.take(unit.steps).skip(skip_steps)
-        if self.cfg.train.strategy != "default":
+        if self.distributed:
             # Shard by element: a chunk may hold fewer shard files than there are workers.
             options = tf.data.Options()
             options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -272,17 +273,16 @@ class Trainer:
                   f"global step {int(self.global_step.numpy())})", file=self.log)
         tcfg = self.cfg.train
         ckpt_every = tcfg.checkpoint_every_steps
-        distributed = tcfg.strategy != "default"
         for unit in self.units[start_unit:]:
             first_step = start_step if unit.index == start_unit else 0
             # Mid-epoch resume restores the saved iterator state where the checkpoint has one; a
             # distributed iterator cannot be checkpointed, so there the unit's seeded dataset skips
             # the batches already trained on (the same batches: the unit's shuffle and augmentation are
             # seeded; with data.deterministic the interleave order is fixed too).
-            restore_iterator = bool(first_step) and not distributed and ITERATOR_KEY in {
+            restore_iterator = bool(first_step) and not self.distributed and ITERATOR_KEY in {
                 name for name, _ in tf.train.list_variables(self._resume_checkpoint)}
             ds = self._dataset(unit, skip_steps=0 if restore_iterator else first_step)
-            iterator = iter(self.strategy.experimental_distribute_dataset(ds) if distributed else ds)
+            iterator = iter(self.strategy.experimental_distribute_dataset(ds) if self.distributed else ds)
             if restore_iterator:
                 tf.train.Checkpoint(iterator=iterator).restore(self._resume_checkpoint).expect_partial()
             label = (f"[{unit.phase_name} {unit.phase_index + 1}/{len(tcfg.phases)} chunk {unit.chunk_label} "
@@ -310,11 +310,12 @@ class Trainer:
                                            "chunk": unit.chunk_label, **values})
                     write_scalars(self.writer, gstep, {**values, "lr": lr,
                                                        "images_per_s": bar.images_per_second(step + 1)}, "train/")
-                if not distributed and tcfg.image_summary_every_steps and gstep % tcfg.image_summary_every_steps == 0:
+                summary_every = tcfg.image_summary_every_steps
+                if not self.distributed and summary_every and gstep % summary_every == 0:
                     pred = self.model(image, training=False)["depth"]
                     write_image_summary(self.writer, gstep, image, pred, depth, self.cfg.data.max_depth_m)
                 if ckpt_every and gstep % ckpt_every == 0 and step + 1 < unit.steps:
-                    self._save(None if distributed else iterator)
+                    self._save(None if self.distributed else iterator)
             self.position.assign([unit.index + 1, 0])
             record = {"unit": unit.index, "phase": unit.phase_name, "phase_index": unit.phase_index,
                       "chunk": unit.chunk_label, "epoch": unit.epoch, "start_step": start_global,

@@ -44,8 +44,6 @@ decoder_args: ``num_bins`` (71), ``alpha_m`` (1.0), ``beta_m`` (80.0), ``atrous_
 from __future__ import annotations
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from tfdepth.models.decoders.blocks import BilinearResize, as_int_list, get_feature, static_hw
 from tfdepth.models.registry import DECODERS
