@@ -230,7 +230,7 @@ def read_torch_state_dict(path) -> Dict[str, np.ndarray]:
             raise ImportError(
                 f"reading the PyTorch checkpoint {path} needs torch, which is not installed. Convert it "
                 f"to .safetensors where torch is available (safetensors.torch.save_file(state_dict, "
-                f"'model.safetensors')) and pass that file, or pip install torch."
+                f"'model.safetensors')) and pass that file, or pip install 'tfdepth[pth]'."
             ) from None
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
