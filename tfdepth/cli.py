@@ -16,15 +16,12 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
                         help="override a config key, e.g. --set train.batch_size=4 (repeatable)")
 
 
-class UserError(RuntimeError):
-    """An error the user can act on (printed as one line by :func:`run_main`, no traceback)."""
+from tfdepth.errors import ConfigError, UserError  # noqa: F401 -- re-exported for the commands
 
 
 def run_main(main, argv=None) -> int:
     """Run ``main(argv)``; known user errors print one clear line and exit 2 instead of a traceback
     (set TFDEPTH_TRACEBACK=1 for the traceback)."""
-    from tfdepth.config import ConfigError
-
     try:
         return main(argv) or 0
     except (ConfigError, UserError, FileNotFoundError, NotADirectoryError, ValueError, KeyError) as e:

@@ -16,8 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import yaml
 
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
+from tfdepth.errors import ConfigError  # noqa: F401 -- raised here, importable from here
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdepth.cli import UserError
+from tfdepth.errors import UserError
 from tfdepth.config import ExperimentConfig, save_config, to_dict
 from tfdepth.data import pipeline, shards
 from tfdepth.training import checkpoint as ckpt_lib
