@@ -21,7 +21,7 @@ if mode == "mirrored":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import REPO_ROOT  # noqa: E402
+from helpers import REPO_ROOT  # noqa: E402
 from tfdepth.config import load_config  # noqa: E402
 from tfdepth.training.loop import Trainer  # noqa: E402
 

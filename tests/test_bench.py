@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, write_tiny_dataset
+from helpers import REPO_ROOT, write_tiny_dataset
 from tfdepth import bench, cli
 
 SIZE = 32

@@ -3,7 +3,7 @@ import yaml
 
 from tfdepth.config import ConfigError, ExperimentConfig, load_config, save_config
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def write(tmp_path, data):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import write_tiny_dataset
+from helpers import write_tiny_dataset
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_worker.py")
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

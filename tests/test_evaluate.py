@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from tfdepth.evaluate import main
 from tfdepth.metrics import METRIC_KEYS
 
@@ -181,7 +181,7 @@ def test_evaluate_model_flip_average_resize_and_limit():
 def test_model_mode_on_a_saved_checkpoint(tmp_path, capsys):
     import tensorflow as tf
 
-    from conftest import write_tiny_dataset
+    from helpers import write_tiny_dataset
     from tfdepth.config import load_config, save_config
     from tfdepth.models.build import build_model
 

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-import deploy_support as ds
-from conftest import REPO_ROOT
+import helpers as ds
+from helpers import REPO_ROOT
 
 
 @pytest.fixture(scope="session")

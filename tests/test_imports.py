@@ -73,7 +73,7 @@ def _third_party_imports(paths):
 
 # imports that resolve to something other than a PyPI distribution of the same purpose
 _NOT_DISTRIBUTIONS = {
-    "tests", "conftest", "deploy_support", "dist_worker", "helpers",  # the tests' own helper modules
+    "tests", "conftest", "dist_worker", "helpers",  # the tests' own helper modules
 }
 
 

@@ -1,7 +1,7 @@
 """The measuring page's server API (``python -m tfdepth.measure``), without a browser.
 
 The server runs in a thread on a free loopback port over the shared tiny deployment workdir
-(tests/deploy_support.py). Depth is compared with ``python -m tfdepth.predict``'s ``.npy`` output and
+(tests/helpers.py). Depth is compared with ``python -m tfdepth.predict``'s ``.npy`` output and
 metrics with the evaluate command's file mode on the same arrays.
 """
 
@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pytest
 
-import deploy_support
-from conftest import SHARED_DATA
+import helpers as deploy_support
+from helpers import SHARED_DATA
 
 IMAGE_SIZE = (60, 80)  # (H, W) of the synthetic test picture
 MAX_UPLOAD_BYTES = 2_000_000

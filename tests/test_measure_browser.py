@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import deploy_support
-from conftest import REPO_ROOT
+import helpers as deploy_support
+from helpers import REPO_ROOT
 from test_measure import predict_command_outputs, reference_depth, reference_inputs, sample_files
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

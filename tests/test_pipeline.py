@@ -77,7 +77,7 @@ def test_brightness_is_one_factor_and_permutation_reorders_channels():
 
 
 def test_chunks_select_shards(tmp_path):
-    from conftest import write_tiny_dataset
+    from helpers import write_tiny_dataset
 
     manifest, _ = write_tiny_dataset(tmp_path / "c", num_train=12, records_per_shard=2, chunks=3)
     assert shards.num_chunks(manifest) == 3

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-import deploy_support as ds
-from conftest import SHARED_DATA
+import helpers as ds
+from helpers import SHARED_DATA
 
 
 @pytest.fixture(scope="session")

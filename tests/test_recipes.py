@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from tfdepth.config import load_config
 from tfdepth.training.loop import Trainer
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, write_tiny_dataset
+from helpers import REPO_ROOT, write_tiny_dataset
 from tfdepth.config import load_config
 from tfdepth.training.loop import Trainer, TrainingError
 

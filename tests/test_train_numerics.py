@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from conftest import REPO_ROOT, write_tiny_dataset
+from helpers import REPO_ROOT, write_tiny_dataset
 from tfdepth.config import OptimizerConfig, load_config
 from tfdepth.training.loop import Trainer
 from tfdepth.training.optimizers import build_optimizer
