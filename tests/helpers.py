@@ -21,33 +21,33 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "real_rgbd"
 
 def write_tiny_dataset(directory, num_train=8, num_val=4, height=32, width=48, records_per_shard=4, chunks=1,
                        seed=0):
-    """A dataset of random RGB and smooth depth (1..5 m, a few zeros) in the record schema.
+    """A dataset of random RGB and smooth depth (1..5 m, a few zeros) in the record schema, written by
+    the one dataset writer (:class:`tfdepth.data.writer.DatasetWriter`) like every other dataset.
 
     Returns (manifest, {split: [(rgb uint8, depth_m float32), ...]}).
     """
-    from tfdepth.data import records, shards
+    from tfdepth.data.writer import DatasetWriter
 
     rng = np.random.default_rng(seed)
     samples = {}
-    all_shards = []
-    for split, n in (("train", num_train), ("val", num_val)):
-        samples[split] = []
-        with shards.ShardWriter(str(directory), split, max_records=records_per_shard) as writer:
-            for _ in range(n):
+    dataset = DatasetWriter(str(directory), name="tiny", depth_scale=1000.0, max_depth_m=10.0, shuffle_seed=seed,
+                            source={"generator": "tests/helpers.py write_tiny_dataset", "seed": seed})
+    with dataset:
+        for split, n in (("train", num_train), ("val", num_val)):
+            samples[split] = []
+            if n == 0:
+                continue
+            writer = dataset.split(split, chunks=chunks if split == "train" else 1, max_records=records_per_shard)
+            for i in range(n):
                 rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
                 yy, xx = np.mgrid[0:height, 0:width]
                 depth = (1.0 + 4.0 * (yy / height) * rng.uniform(0.5, 1.0) + 0.2 * xx / width).astype(np.float32)
                 depth[rng.random((height, width)) < 0.05] = 0.0
                 depth = np.round(depth * 1000) / 1000  # exactly representable at depth_scale 1000
-                writer.write(records.encode_example(rgb, depth, 1000.0, intrinsics=(40.0, 40.0, width / 2, height / 2)))
+                writer.add(rgb, depth, (40.0, 40.0, width / 2, height / 2), name=f"tiny {split}[{i}]")
                 samples[split].append((rgb, depth.astype(np.float32)))
-        written = writer.shards
-        if split == "train":
-            shards.assign_chunks(written, chunks)
-        all_shards += written
-    manifest = {"name": "tiny", "depth_scale": 1000.0, "depth_range_m": [0, 10], "image_size": [height, width],
-                "shards": [s.to_json() for s in all_shards], "splits": {}}
-    shards.write_manifest(str(directory), manifest)
+            dataset.finish_split(writer)
+    manifest = dataset.commit()
     return manifest, samples
 
 
@@ -95,7 +95,7 @@ def workdir(base: Path) -> Path:
     ])
     work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(3)
-    model = build_model(cfg.model, cfg.data.input_size)
+    model = build_model(cfg.model, cfg.data.input_size, cfg.data.max_depth_m)
     tf.train.Checkpoint(model=model).save(str(work / "checkpoints" / "ckpt"))
     save_config(cfg, str(work / "config.yaml"))
     _mark(work)
@@ -135,3 +135,22 @@ def read_json(path) -> dict:
 
 
 __all__ = ["INPUT_SIZE", "DATA_SIZE", "DATA_INTRINSICS", "NUM_VAL", "workdir", "saved_model", "tflite", "read_json"]
+
+
+def palette_png(indices) -> bytes:
+    """An 8-bit palette PNG (colour type 3) of uint8 ``indices`` (H, W), written by hand (OpenCV cannot
+    write palettes); the palette maps index i to grey (i, i, i)."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    h, w = indices.shape
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + indices[y].astype(np.uint8).tobytes() for y in range(h))
+    palette = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+            + chunk(b"PLTE", palette) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

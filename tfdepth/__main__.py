@@ -18,7 +18,7 @@ COMMANDS = {
     "convert": ("tfdepth.convert", "turn a dataset (NYU, KITTI, your captures) into TFRecord shards"),
     "inspect": ("tfdepth.data.inspect", "counts, depth histogram and contact sheet of a converted dataset"),
     "info": ("tfdepth.info", "parameters, shapes and FLOPs of a config's model; --list the registries"),
-    "bench": ("tfdepth.bench", "training, input and inference speed"),
+    "bench": ("tfdepth.bench.__main__", "training, input and inference speed"),
     "measure": ("tfdepth.measure.__main__", "the measuring web page"),
 }
 
@@ -27,7 +27,8 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: tfdepth <command> [args]   (or python -m tfdepth <command>)", "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "tfdepth <command> --help shows a command's options."]
+    lines += ["", "tfdepth <command> --help shows a command's options; every command takes --verbose (TensorFlow's",
+              "start-up messages, hidden by default)."]
     return "\n".join(lines)
 
 

@@ -1,8 +1,19 @@
-"""Experiment configuration: YAML mapped onto typed dataclasses, strict keys, ``--set`` overrides.
+"""Experiment configuration: YAML mapped onto typed dataclasses, strict keys, ``--set`` overrides,
+every value checked at load.
 
-An unknown or mistyped key is a :class:`ConfigError` naming the key path and the allowed keys::
+An unknown or mistyped key, or a bad value, is a :class:`ConfigError` naming the key path, the value
+and what is allowed::
 
     cfg = load_config("configs/synthetic_unet_resnet34.yaml", overrides=["train.batch_size=4"])
+
+Names (encoder, decoder, loss, schedule, optimiser, strategy, evaluation protocol) are checked
+against the catalogue ``tfdepth.registries`` and the ``args`` of decoders, losses and schedules
+against their factories' parameters, read from source (:mod:`tfdepth.config_checks`). Nothing here
+imports TensorFlow: a wrong value fails before it starts.
+
+Values that several parts of a run share are set once: ``data.max_depth_m`` (the pipeline's valid
+range, the model head's scale and the losses' ``max_depth_m``) and the SID bins
+(``model.decoder_args`` ``num_bins`` / ``alpha_m`` / ``beta_m``, defaults in ``tfdepth.sid``).
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -17,6 +29,12 @@ import yaml
 
 
 from tfdepth.errors import ConfigError  # noqa: F401 -- raised here, importable from here
+from tfdepth.io.files import write_text
+
+# keys that moved: old key path -> where the value lives now
+MOVED = {
+    "model.max_depth_m": "data.max_depth_m (the one depth range of a run: pipeline mask, depth head, losses)",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,7 +107,7 @@ class DataConfig:
     val_split: str = "val"
     input_size: List[int] = field(default_factory=lambda: [240, 320])  # [H, W] fed to the model
     resize_mode: str = "resize"  # "resize" | "center_crop" (crop to the aspect ratio, then resize)
-    max_depth_m: float = 10.0  # depths above are invalid for loss and metrics
+    max_depth_m: float = 10.0  # depths above are invalid (pipeline, loss); also the depth head's scale
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     shuffle_buffer: int = 256
     deterministic: bool = False
@@ -98,25 +116,24 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: str = "resnet34"
+    encoder: str = "resnet34"  # registries.ENCODERS
     encoder_weights: str = "none"  # "none" | "imagenet" | path to .weights.h5 / .pth / .safetensors
     output_stride: int = 32
     freeze: str = "none"  # "none" | "all" | number of leading stages to freeze ("2")
-    decoder: str = "unet_transpose"
-    decoder_args: Dict[str, Any] = field(default_factory=dict)  # checked by the decoder factory
-    max_depth_m: float = 10.0  # scale of the output head
+    decoder: str = "unet_transpose"  # registries.DECODERS
+    decoder_args: Dict[str, Any] = field(default_factory=dict)  # keys checked against the decoder factory
 
 
 @dataclass
 class LossTermConfig:
-    name: str = "l1"
+    name: str = "l1"  # registries.LOSSES
     weight: float = 1.0
     args: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "constant"  # registry name: constant | cosine | cyclic | polynomial | exponential
+    name: str = "constant"  # registries.SCHEDULES: constant | cosine | cyclic | polynomial | exponential
     lr: float = 1e-4  # peak / base learning rate
     args: Dict[str, Any] = field(default_factory=dict)  # schedule-specific (warmup_steps, lr_min, ...)
 
@@ -133,7 +150,7 @@ class PhaseConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adam"  # adam | adamw | sgd
+    name: str = "adam"  # registries.OPTIMIZERS: adam | adamw | sgd
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     clipnorm: Optional[float] = None
@@ -149,7 +166,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     mixed_precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool = False
-    strategy: str = "default"  # default | mirrored | multi_worker
+    strategy: str = "default"  # registries.STRATEGIES: default | mirrored | multi_worker
     seed: int = 0
     deterministic: bool = False
     log_every_steps: int = 10
@@ -163,7 +180,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    protocol: str = "none"  # nyu | kitti | none
+    protocol: str = "none"  # registries.PROTOCOLS: nyu | kitti | none
     crop: Optional[str] = None  # protocol's crop override: none | eigen | garg | kb
     gt_resolution: str = "native"  # native: score against stored ground truth; input: at model input size
     flip_average: bool = False
@@ -183,36 +200,9 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
-        _check_sid_consistency(self)
+        from tfdepth.config_checks import check_experiment
 
-
-# SID loss term -> the decoder's depth readings that decode what that loss trains.
-_SID_LOSS_READINGS = {"sid_ce": ("argmax", "expectation"), "sid_ordinal": ("ordinal",)}
-
-
-def _check_sid_consistency(cfg: "ExperimentConfig") -> None:
-    """A SID loss and the ``deeplabv2_sid`` decoder must agree on the bins and on how the logits are
-    read (a ``sid_ordinal``-trained head decoded by arg-max gives wrong depths without any error)."""
-    if cfg.model.decoder != "deeplabv2_sid":
-        return
-    import inspect
-
-    from tfdepth.models.decoders.deeplabv2_sid import deeplabv2_sid  # the defaults live in its signature
-
-    defaults = {name: p.default for name, p in inspect.signature(deeplabv2_sid).parameters.items()}
-    decoder = {**defaults, **cfg.model.decoder_args}
-    for i, term in enumerate(cfg.loss):
-        readings = _SID_LOSS_READINGS.get(term.name)
-        if readings is None:
-            continue
-        for key in ("num_bins", "alpha_m", "beta_m"):
-            if key in term.args and float(term.args[key]) != float(decoder[key]):
-                raise ConfigError(f"loss[{i}].args.{key} = {term.args[key]!r} differs from "
-                                  f"model.decoder_args.{key} = {decoder[key]!r}: the loss and the decoder "
-                                  "must use the same SID bins")
-        if decoder["inference"] not in readings:
-            raise ConfigError(f"loss[{i}] {term.name!r} trains logits that model.decoder_args.inference "
-                              f"{decoder['inference']!r} does not decode; use inference: {' or '.join(readings)}")
+        check_experiment(self)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,6 +269,9 @@ def from_dict(cls: type, data: Dict[str, Any], path: str = "") -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"{path}." if path else ""
+        if f"{where}{unknown[0]}" in MOVED:
+            raise ConfigError(f"{where}{unknown[0]} has moved to {MOVED[f'{where}{unknown[0]}']}; "
+                              "set it there and remove it here")
         raise ConfigError(
             f"unknown config key {where}{unknown[0]!s}; allowed keys{' in ' + path if path else ''}: {', '.join(names)}"
         )
@@ -310,6 +303,8 @@ def _set_path(data: Dict[str, Any], dotted: str, value: Any, schema: type) -> No
             continue
         if dataclasses.is_dataclass(tp):
             names = [f.name for f in dataclasses.fields(tp)]
+            if key not in names and where in MOVED:
+                raise ConfigError(f"--set {dotted}: {where} has moved to {MOVED[where]}")
             if key not in names:
                 raise ConfigError(f"--set {dotted}: unknown key {where}; allowed: {', '.join(names)}")
             tp = typing.get_type_hints(tp)[key]
@@ -333,8 +328,10 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str], schema: type
     return data
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), warn: bool = False) -> ExperimentConfig:
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides and check every
+    value (ConfigError). ``warn``: also emit legal but doubtful training settings (a warm-up as long as
+    its phase, ...) as :class:`~tfdepth.config_checks.ConfigWarning` (the train command does)."""
     data: Dict[str, Any] = to_dict(ExperimentConfig())
     if path is not None:
         if not os.path.isfile(path):
@@ -352,11 +349,15 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Ex
             raise ConfigError(f"{path}: {e}") from None
         data = to_dict(cfg)
     apply_overrides(data, overrides)
-    return from_dict(ExperimentConfig, data)
+    cfg = from_dict(ExperimentConfig, data)  # checks every value (config_checks.check_experiment)
+    if warn:
+        from tfdepth.config_checks import ConfigWarning, config_warnings
+
+        for message in config_warnings(cfg):
+            warnings.warn(message, ConfigWarning, stacklevel=2)
+    return cfg
 
 
 def save_config(cfg: ExperimentConfig, path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"  # several workers of one run may write the same file
-    with open(tmp, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
+    """Write ``cfg`` as YAML, atomically (several workers of one run may write the same file)."""
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

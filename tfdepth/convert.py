@@ -15,7 +15,7 @@ import sys
 from typing import List, Optional
 
 # Keep the top of this module free of TensorFlow: worker processes (spawn) re-import it.
-from tfdepth.data.converters import FORMATS, format_module
+from tfdepth.registries import DATASET_FORMATS
 
 
 def _intrinsics(text: str):
@@ -38,10 +38,11 @@ def _default_workers() -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tfdepth.convert", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT", help=", ".join(FORMATS.names()))
-    for name in FORMATS.names():
-        module = format_module(name)
-        p = sub.add_parser(name, help=module.HELP,
+    sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT",
+                                help=", ".join(DATASET_FORMATS.names()))
+    for name in DATASET_FORMATS.names():
+        module = DATASET_FORMATS.get(name)
+        p = sub.add_parser(name, help=DATASET_FORMATS.entry(name).description,
                            description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--input", required=True, help="source file or directory")
         p.add_argument("--output", required=True, help="dataset directory to write (shards + manifest.json)")
@@ -69,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from tfdepth.data.converters.base import convert, default_log
+    from tfdepth.data.converters.conversion import convert, default_log
     from tfdepth.data.converters.errors import ConversionError
 
     try:
-        source = format_module(args.format).from_args(args, log=default_log)
+        source = DATASET_FORMATS.get(args.format).from_args(args, log=default_log)
         result = convert(source, args.output, chunks=args.chunks, shard_mb=args.shard_mb, workers=args.workers,
                          seed=args.seed, skip_bad=args.skip_bad, overwrite=args.overwrite,
                          far_invalid=args.far_invalid, name=args.name)
@@ -90,4 +91,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tfdepth import cli
+
+    sys.exit(cli.run_main(main))

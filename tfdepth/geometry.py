@@ -23,6 +23,12 @@ import numpy as np
 # main camera is 60-70 degrees wide).
 DEFAULT_FOV_DEG = 60.0
 
+# NYU Depth V2's Kinect colour camera (the NYU toolbox's camera_params.m: fx_rgb, fy_rgb, cx_rgb,
+# cy_rgb), in pixels of its 640x480 images. The NYU converters store it; the synthetic generator
+# renders with it.
+NYU_KINECT_SIZE = (640, 480)  # (W, H) the intrinsics belong to
+NYU_KINECT_INTRINSICS = (518.857901, 519.469611, 325.582449, 253.736166)  # fx, fy, cx, cy
+
 
 @dataclass(frozen=True)
 class Intrinsics:

@@ -11,8 +11,13 @@ NaN reaches a ``tf.where`` branch that is not taken.
 
 A *SID* term (``sid_ce``, ``sid_ordinal``) is ``fn(sid_logits [B, h, w, K], gt_m, **args) -> [B]``.
 A term that needs the whole model output dict (``deep_supervision``) is ``fn(outputs, gt_m, **args)``.
-Which input a term takes is declared at registration (``LOSS_INPUTS[name]``: ``"depth"``,
-``"sid_logits"`` or ``"outputs"``); :func:`build_loss` routes accordingly.
+Which input a term takes is the ``input`` metadata of its entry in the catalogue
+(``tfdepth.registries.LOSSES``: ``"depth"``, ``"sid_logits"`` or ``"outputs"``); :func:`build_loss`
+routes accordingly.
+
+Values set once elsewhere in the config reach the terms through :func:`build_loss`: ``max_depth_m``
+(``data.max_depth_m``) goes to every term that takes it, the SID bins (``model.decoder_args``, see
+``tfdepth.sid.sid_bins``) to the SID terms. A config's loss ``args`` may not repeat them.
 
 Config::
 
@@ -22,7 +27,7 @@ Config::
       - {name: grad_direction, weight: 1.0}
       - {name: deep_supervision, weight: 1.0, args: {loss: l1, weights: [0.5, 0.25]}}
 
-Registered terms: ``l1``, ``edge_aware``, ``densedepth``, ``berhu``, ``grad_magnitude``,
+Terms: ``l1``, ``edge_aware``, ``densedepth``, ``berhu``, ``grad_magnitude``,
 ``grad_direction``, ``silog``, ``sid_ce``, ``sid_ordinal``, ``deep_supervision``.
 """
 
@@ -35,20 +40,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfdepth.registry import Registry
+from tfdepth.errors import ConfigError
+from tfdepth.registries import LOSSES
 from tfdepth.sid import (  # re-exported: the SID helpers live in tfdepth/sid.py
+    DEFAULT_ALPHA_M,
+    DEFAULT_BETA_M,
     depth_to_sid_label,
     sid_bin_centres,
     sid_logits_to_depth,
     sid_thresholds,
 )
 
-LOSSES = Registry("loss")
-LOSS_INPUTS: Dict[str, str] = {}  # term name -> "depth" | "sid_logits" | "outputs"
-
 __all__ = [
-    "LOSSES",
-    "LOSS_INPUTS",
     "build_loss",
     "resize_gt_nearest",
     "depth_to_sid_label",
@@ -56,18 +59,6 @@ __all__ = [
     "sid_logits_to_depth",
     "sid_thresholds",
 ]
-
-
-def register_loss(name: str, uses: str = "depth") -> Callable[[Callable], Callable]:
-    if uses not in ("depth", "sid_logits", "outputs"):
-        raise ValueError(f"register_loss({name!r}): uses must be depth|sid_logits|outputs, got {uses!r}")
-
-    def decorator(fn: Callable) -> Callable:
-        LOSSES.register(name)(fn)
-        LOSS_INPUTS[name] = uses
-        return fn
-
-    return decorator
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,14 +145,12 @@ def image_gradients(x: tf.Tensor, valid: tf.Tensor, operator: str = "sobel"):
 # --------------------------------------------------------------------------------------------------
 
 
-@register_loss("l1")
 def l1_loss(pred_m, gt_m, max_depth_m: Optional[float] = None):
     """Masked mean absolute error |d - g| in metres, per example [B]."""
     pred, gt, valid = _prepare(pred_m, gt_m, max_depth_m)
     return masked_mean(tf.abs(pred - gt), valid)
 
 
-@register_loss("edge_aware")
 def edge_aware_loss(pred_m, gt_m, lam: float = 0.5, max_depth_m: Optional[float] = None):
     """Edge-aware loss of the curriculum U-Net/ResNet-34 paper (eq. 1-3), per example [B]::
 
@@ -178,7 +167,6 @@ def _ssim_tf(x, y, max_val: float, filter_size: int, filter_sigma: float, k1: fl
     return tf.image.ssim(x, y, max_val=max_val, filter_size=filter_size, filter_sigma=filter_sigma, k1=k1, k2=k2)
 
 
-@register_loss("densedepth")
 def densedepth_loss(
     pred_m,
     gt_m,
@@ -225,7 +213,6 @@ def densedepth_loss(
     return float(depth_weight) * l_depth + l_grad + l_ssim
 
 
-@register_loss("berhu")
 def berhu_loss(pred_m, gt_m, c_mode: str = "batch", c_fraction: float = 0.2, max_depth_m: Optional[float] = None):
     """Reverse Huber (Laina et al.; DeepLabv3+ paper eq. 1-2), per example [B]::
 
@@ -252,7 +239,6 @@ def berhu_loss(pred_m, gt_m, c_mode: str = "batch", c_fraction: float = 0.2, max
     return masked_mean(tf.where(abs_err <= c, abs_err, quadratic), valid)
 
 
-@register_loss("grad_magnitude")
 def grad_magnitude_loss(pred_m, gt_m, operator: str = "sobel", max_depth_m: Optional[float] = None):
     """l_grad.mg of the DeepLabv3+ detail-preserving objective (eq. 5), per example [B]::
 
@@ -269,7 +255,6 @@ def grad_magnitude_loss(pred_m, gt_m, operator: str = "sobel", max_depth_m: Opti
     return masked_mean(tf.abs(gy - dy) + tf.abs(dx - gx), mask)
 
 
-@register_loss("grad_direction")
 def grad_direction_loss(pred_m, gt_m, operator: str = "sobel", max_depth_m: Optional[float] = None):
     """l_grad.dr of the DeepLabv3+ detail-preserving objective (eq. 6), per example [B]::
 
@@ -284,7 +269,6 @@ def grad_direction_loss(pred_m, gt_m, operator: str = "sobel", max_depth_m: Opti
     return masked_mean(tf.abs(gy * dx - dy * gx), mask)
 
 
-@register_loss("silog")
 def silog_loss(
     pred_m,
     gt_m,
@@ -329,12 +313,12 @@ def _sid_labels(sid_logits, gt_m, alpha_m, beta_m):
     return sid_logits, tf.maximum(labels, 0), valid, num_bins
 
 
-@register_loss("sid_ce", uses="sid_logits")
-def sid_ce_loss(sid_logits, gt_m, alpha_m: float = 1.0, beta_m: float = 80.0, num_bins: Optional[int] = None):
+def sid_ce_loss(sid_logits, gt_m, alpha_m: float = DEFAULT_ALPHA_M, beta_m: float = DEFAULT_BETA_M,
+                num_bins: Optional[int] = None):
     """Softmax cross-entropy over SID bins (DeepLab v2 SID paper), per example [B].
 
     The K = ``sid_logits.shape[-1]`` bins (71 in the paper for KITTI) cover [alpha_m, beta_m]
-    (defaults 1 m .. 80 m); pixels outside it (or invalid) are ignored. ``num_bins``, when given, must
+    (defaults ``tfdepth.sid``: 1 m .. 80 m); pixels outside it (or invalid) are ignored. ``num_bins``, when given, must
     equal K (a config cross-check).
     """
     sid_logits, labels, valid, k = _sid_labels(sid_logits, gt_m, alpha_m, beta_m)
@@ -344,8 +328,8 @@ def sid_ce_loss(sid_logits, gt_m, alpha_m: float = 1.0, beta_m: float = 80.0, nu
     return masked_mean(ce, valid)
 
 
-@register_loss("sid_ordinal", uses="sid_logits")
-def sid_ordinal_loss(sid_logits, gt_m, alpha_m: float = 1.0, beta_m: float = 80.0, num_bins: Optional[int] = None):
+def sid_ordinal_loss(sid_logits, gt_m, alpha_m: float = DEFAULT_ALPHA_M, beta_m: float = DEFAULT_BETA_M,
+                     num_bins: Optional[int] = None):
     """DORN ordinal regression over SID bins, per example [B]::
 
         per pixel with label l: -( sum_{k < l} log sigmoid(z_k) + sum_{k >= l} log(1 - sigmoid(z_k)) )
@@ -375,7 +359,6 @@ def aux_output_keys(outputs: Dict[str, Any]) -> List[str]:
     return [k for _, k in sorted(found)]
 
 
-@register_loss("deep_supervision", uses="outputs")
 def deep_supervision_loss(
     outputs,
     gt_m,
@@ -383,6 +366,7 @@ def deep_supervision_loss(
     loss_args: Optional[Dict[str, Any]] = None,
     weights: Optional[Sequence[float]] = None,
     upsample_outputs: bool = True,
+    max_depth_m: Optional[float] = None,
 ):
     """Weighted sum of depth term ``loss`` over the auxiliary outputs ``depth_aux1`` .. , per example [B].
 
@@ -390,11 +374,12 @@ def deep_supervision_loss(
     error naming the outputs found. ``upsample_outputs=True`` (the DenseNet-169 paper: "upsampling
     each to match the size of the original ground truth"): each auxiliary depth is resized bilinearly
     to the ground truth's size; ``False``: the ground truth is resized to the auxiliary size with
-    nearest neighbour instead.
+    nearest neighbour instead. ``max_depth_m`` is handed to the inner term when it takes one.
     """
     fn = _depth_term(loss, "deep_supervision")
     args = dict(loss_args or {})
     _check_args("deep_supervision", loss, fn, args)
+    _inject(args, {"max_depth_m": max_depth_m}, fn, f"deep_supervision loss {loss!r}")
     keys = aux_output_keys(outputs)
     if not keys:
         raise ValueError(f"deep_supervision: the model has no depth_aux1.. outputs (got {sorted(outputs)})")
@@ -421,11 +406,10 @@ def deep_supervision_loss(
 
 
 def _depth_term(name: str, where: str) -> Callable:
-    fn = LOSSES.get(name)
-    if LOSS_INPUTS[name] != "depth":
-        depth_terms = sorted(n for n, u in LOSS_INPUTS.items() if u == "depth")
-        raise ValueError(f"{where}: loss {name!r} does not take a depth map; allowed: {', '.join(depth_terms)}")
-    return fn
+    if LOSSES.meta(name)["input"] != "depth":
+        depth_terms = [n for n in LOSSES.names() if LOSSES.meta(n)["input"] == "depth"]
+        raise ConfigError(f"{where}: loss {name!r} does not take a depth map; allowed: {', '.join(depth_terms)}")
+    return LOSSES.get(name)
 
 
 def _allowed_args(fn: Callable) -> List[str]:
@@ -437,9 +421,21 @@ def _check_args(term: str, name: str, fn: Callable, args: Dict[str, Any]) -> Non
     allowed = _allowed_args(fn)
     for key in args:
         if key not in allowed:
-            raise ValueError(
+            raise ConfigError(
                 f"loss term {term!r}: unknown arg {key!r} for loss {name!r}; allowed: {', '.join(allowed) or '(none)'}"
             )
+
+
+def _inject(args: Dict[str, Any], values: Dict[str, Any], fn: Callable, where: str) -> None:
+    """Hands ``values`` (set once elsewhere in the config) to ``fn`` where it takes them; an explicit
+    argument must agree."""
+    allowed = _allowed_args(fn)
+    for key, value in values.items():
+        if value is None or key not in allowed:
+            continue
+        if key in args and float(args[key]) != float(value):
+            raise ConfigError(f"{where}: args.{key} = {args[key]!r} differs from the run's {key} = {value!r}")
+        args.setdefault(key, value)
 
 
 def resize_gt_nearest(gt_m: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
@@ -464,10 +460,14 @@ def _term_fields(term: Any, index: int) -> Tuple[str, float, Dict[str, Any]]:
     return term.name, float(term.weight), dict(term.args or {})
 
 
-def build_loss(terms: Sequence[Any]) -> Callable[[Any, tf.Tensor], Tuple[tf.Tensor, Dict[str, tf.Tensor]]]:
+def build_loss(terms: Sequence[Any], max_depth_m: Optional[float] = None,
+               sid_bins: Optional[Dict[str, Any]] = None,
+               ) -> Callable[[Any, tf.Tensor], Tuple[tf.Tensor, Dict[str, tf.Tensor]]]:
     """Compose weighted terms from config into ``loss_fn(outputs, gt_m) -> (total [B], {name: [B]})``.
 
-    ``terms``: ``LossTermConfig`` objects (or dicts) ``{name, weight, args}``. ``outputs`` is the
+    ``terms``: ``LossTermConfig`` objects (or dicts) ``{name, weight, args}``. ``max_depth_m`` (the
+    run's ``data.max_depth_m``) is passed to every term that takes it, ``sid_bins``
+    (``tfdepth.sid.sid_bins(model.decoder_args)``) to the SID terms. ``outputs`` is the
     model's output dict (``depth`` [B, h, w, 1] metres, optionally ``sid_logits``, ``depth_aux1``..)
     or a bare depth tensor; ``gt_m`` is [B, H, W, 1] metres (0 / non-finite = invalid).
 
@@ -484,18 +484,18 @@ def build_loss(terms: Sequence[Any]) -> Callable[[Any, tf.Tensor], Tuple[tf.Tens
     used_names: Dict[str, int] = {}
     for index, term in enumerate(terms):
         name, weight, args = _term_fields(term, index)
-        if name not in LOSSES:
-            raise ValueError(f"loss[{index}]: unknown loss {name!r}; allowed: {', '.join(LOSSES.names())}")
+        LOSSES.check(name, f"loss[{index}].name")
         fn = LOSSES.get(name)
         _check_args(name, name, fn, args)
         if name == "deep_supervision":  # validate the inner term now, not at the first step
             inner = args.get("loss", "l1")
-            if inner not in LOSSES:
-                raise ValueError(f"loss[{index}] deep_supervision: unknown loss {inner!r}; allowed: {', '.join(LOSSES.names())}")
-            _check_args("deep_supervision", inner, _depth_term(inner, "deep_supervision"), dict(args.get("loss_args") or {}))
+            LOSSES.check(inner, f"loss[{index}].args.loss")
+            _check_args("deep_supervision", inner, _depth_term(inner, "deep_supervision"),
+                        dict(args.get("loss_args") or {}))
+        _inject(args, {"max_depth_m": max_depth_m, **(sid_bins or {})}, fn, f"loss[{index}] {name!r}")
         used_names[name] = used_names.get(name, 0) + 1
         key = name if used_names[name] == 1 else f"{name}_{used_names[name]}"
-        compiled.append((key, name, weight, fn, args, LOSS_INPUTS[name]))
+        compiled.append((key, name, weight, fn, args, LOSSES.meta(name)["input"]))
 
     def loss_fn(outputs, gt_m):
         if not isinstance(outputs, dict):

@@ -22,6 +22,8 @@ d1/d2/d3 = fraction of max(d/g, g/d) < 1.25, 1.25^2, 1.25^3; mae = mean|d-g|; op
 
 :class:`MetricAccumulator` averages per image (the BTS/AdaBins/ZoeDepth convention: each image's
 metrics, then the mean over images) or, with ``pooled=True``, over all valid pixels of all images.
+
+Running a model over a dataset, scoring files and writing reports is :mod:`tfdepth.evaluation`'s job.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -68,7 +70,9 @@ class Protocol:
         return self if crop is None else dataclasses.replace(self, crop=crop)
 
 
-_PROTOCOLS = {
+# The protocols by name, a plain table (the registry catalogue lists these names; look one up with
+# :func:`get_protocol`).
+PROTOCOLS: Dict[str, Protocol] = {
     "nyu": Protocol("nyu", 1e-3, 10.0, crop="eigen", pred_min_m=1e-3, pred_max_m=10.0),
     "kitti": Protocol("kitti", 1e-3, 80.0, crop="garg", pred_min_m=1e-3, pred_max_m=80.0),
     "none": Protocol("none", 0.0, math.inf, crop="none", pred_min_m=1e-3, pred_max_m=math.inf),
@@ -77,9 +81,9 @@ _PROTOCOLS = {
 
 def get_protocol(name: str, crop: Optional[str] = None) -> Protocol:
     """``nyu`` | ``kitti`` | ``none``, optionally with another crop (e.g. ``get_protocol("kitti", "eigen")``)."""
-    if name not in _PROTOCOLS:
-        raise ValueError(f"unknown evaluation protocol {name!r}; allowed: {', '.join(sorted(_PROTOCOLS))}")
-    return _PROTOCOLS[name].with_crop(crop)
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {name!r}; allowed: {', '.join(sorted(PROTOCOLS))}")
+    return PROTOCOLS[name].with_crop(crop)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,91 +407,3 @@ def evaluate_predictions(
         except ValueError as e:
             raise ValueError(f"image {index}: {e}") from None
     return acc.result()
-
-
-def evaluate_model(
-    predict_fn: Callable,
-    dataset: Iterable,
-    protocol,
-    flip_average: bool = False,
-    max_images: Optional[int] = None,
-    with_ssim: bool = False,
-    per_range: bool = True,
-    pooled: bool = False,
-    crop: Optional[str] = None,
-    on_sample: Optional[Callable] = None,
-) -> Dict[str, object]:
-    """Runs ``predict_fn`` over ``dataset`` and scores it; returns ``MetricAccumulator.result()``.
-
-    ``predict_fn(images [B, H, W, 3] float32 in [0, 1]) -> depth [B, h, w, 1]`` metres (a tensor or
-    array); ``dataset`` yields ``(images, depth [B, H, W, 1] metres)`` batches as
-    ``tfdepth.data.pipeline.build_dataset`` does. ``protocol``: a :class:`Protocol` or its name
-    (``crop`` overrides the name's default crop).
-
-    * A prediction of another size than the ground truth is resized to it BILINEARLY
-      (``tf.image.resize``, no antialiasing): the model's output is a continuous field, and the
-      ground truth must stay untouched for comparability with the published tables.
-    * ``flip_average``: depth = (f(x) + flip(f(flip(x)))) / 2 with horizontal flips, before resizing.
-    * ``max_images``: stop after this many images (a partial last batch is cut).
-    * ``on_sample(image [H, W, 3], pred_m [H, W], gt_m [H, W])``, when given, is called for every
-      scored image (NumPy arrays; used for plots).
-    """
-    import tensorflow as tf  # only this function needs TensorFlow
-
-    if isinstance(protocol, str):
-        protocol = get_protocol(protocol, crop)
-    elif crop is not None:
-        protocol = protocol.with_crop(crop)
-    acc = MetricAccumulator(protocol, per_range=per_range, pooled=pooled, with_ssim=with_ssim)
-    seen = 0
-    for batch in dataset:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError("evaluate_model: the dataset must yield (images, depth) batches")
-        images = tf.convert_to_tensor(batch[0], tf.float32)
-        gt = np.asarray(batch[1], dtype=np.float64)
-        if gt.ndim == 3:
-            gt = gt[..., None]
-        if images.shape.rank != 4 or gt.ndim != 4:
-            raise ValueError(f"evaluate_model: expected images [B,H,W,3] and depth [B,H,W,1], got "
-                             f"{tuple(images.shape)} and {gt.shape}")
-        pred = tf.cast(tf.convert_to_tensor(predict_fn(images)), tf.float32)
-        if flip_average:
-            flipped = tf.cast(tf.convert_to_tensor(predict_fn(tf.reverse(images, axis=[2]))), tf.float32)
-            pred = 0.5 * (pred + tf.reverse(flipped, axis=[2]))
-        if pred.shape.rank == 3:
-            pred = pred[..., None]
-        if tuple(pred.shape[1:3]) != gt.shape[1:3]:
-            pred = tf.image.resize(pred, gt.shape[1:3], method="bilinear")
-        pred_np = pred.numpy().astype(np.float64)
-        if pred_np.shape[0] != gt.shape[0]:
-            raise ValueError(f"evaluate_model: {pred_np.shape[0]} predictions for a batch of {gt.shape[0]}")
-        images_np = images.numpy() if on_sample is not None else None
-        for b in range(gt.shape[0]):
-            if max_images is not None and seen >= max_images:
-                break
-            acc.update(pred_np[b, ..., 0], gt[b, ..., 0])
-            if on_sample is not None:
-                on_sample(images_np[b], pred_np[b, ..., 0], gt[b, ..., 0])
-            seen += 1
-        if max_images is not None and seen >= max_images:
-            break
-    return acc.result()
-
-
-def format_table(result: Dict[str, object]) -> str:
-    """Plain-text table of ``overall`` and each ``per_range`` row."""
-    overall = result["overall"]
-    keys = list(METRIC_KEYS) + (["ssim"] if "ssim" in overall else [])
-    header = f"{'range':<10}" + "".join(f"{k:>10}" for k in keys) + f"{'images':>8}"
-    lines = [header, "-" * len(header)]
-
-    def row(label, values):
-        cells = "".join(f"{values.get(k, math.nan):>10.4f}" for k in keys)
-        return f"{label:<10}{cells}{int(values.get('count', 0)):>8}"
-
-    lines.append(row("all", overall))
-    for label, values in (result.get("per_range") or {}).items():
-        lines.append(row(label, values))
-    if result.get("skipped"):
-        lines.append(f"({result['skipped']} image(s) without valid pixels skipped)")
-    return "\n".join(lines)

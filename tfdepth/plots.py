@@ -3,14 +3,15 @@
 * :class:`ErrorByDepth` accumulates |d - g| over valid pixels in ground-truth depth bins;
   :func:`plot_error_vs_depth` draws the mean absolute error per bin (and the pixel count).
 * :func:`plot_qualitative_grid` draws one row per sample: RGB (when given) | prediction | ground truth
-  | absolute error. Prediction and ground truth share one colour scale (0 .. the row's largest valid
-  ground truth) and a colour bar; the error has its own colour bar in metres. Invalid ground-truth
-  pixels are drawn grey.
+  | absolute error. Prediction and ground truth are drawn in the colours of :mod:`tfdepth.io.colormap`
+  (near red, far blue, invalid black) in one shared range, the rule of
+  :func:`tfdepth.io.colormap.depth_range` applied to the row's valid ground truth, each with a colour
+  bar in metres; the error has its own sequential map (inferno, invalid grey) and colour bar in metres.
 """
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Dict, Sequence
 
 import numpy as np
@@ -19,6 +20,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from tfdepth.io.colormap import depth_range, matplotlib_colormap  # noqa: E402
+from tfdepth.io.files import write_bytes  # noqa: E402
 
 
 class ErrorByDepth:
@@ -73,7 +77,7 @@ def plot_error_vs_depth(errors: ErrorByDepth, path: str, title: str = "Error aga
     return path
 
 
-def plot_qualitative_grid(samples: Sequence[Dict[str, np.ndarray]], path: str, cmap: str = "magma_r") -> str:
+def plot_qualitative_grid(samples: Sequence[Dict[str, np.ndarray]], path: str) -> str:
     """Writes a PNG grid, one row per sample dict with ``pred`` and ``gt`` (HxW metres), optional
     ``rgb`` (HxWx3, float in [0, 1] or uint8) and ``valid`` (bool HxW; default gt > 0 and finite)."""
     if not samples:
@@ -92,9 +96,8 @@ def plot_qualitative_grid(samples: Sequence[Dict[str, np.ndarray]], path: str, c
             with np.errstate(invalid="ignore"):
                 valid = np.isfinite(gt) & (gt > 0)
         valid = np.asarray(valid, bool)
-        vmax = float(gt[valid].max()) if valid.any() else float(np.nanmax(np.where(np.isfinite(pred), pred, 0)))
-        vmax = vmax if vmax > 0 else 1.0
-        depth_cmap = plt.get_cmap(cmap).with_extremes(bad="0.6")
+        vmin, vmax = depth_range(gt[valid]) if valid.any() else depth_range(pred)
+        depth_cmap = matplotlib_colormap()
         error = np.where(valid, np.abs(pred - np.where(valid, gt, 0.0)), np.nan)
         c = 0
         if with_rgb:
@@ -103,9 +106,11 @@ def plot_qualitative_grid(samples: Sequence[Dict[str, np.ndarray]], path: str, c
             if rgb is not None:
                 ax.imshow(np.clip(np.asarray(rgb, np.float64) / (255.0 if np.asarray(rgb).dtype == np.uint8 else 1.0), 0, 1))
             c += 1
-        im = axes[r, c].imshow(np.ma.masked_invalid(pred), cmap=depth_cmap, vmin=0.0, vmax=vmax)
+        with np.errstate(invalid="ignore"):
+            pred_invalid = ~(np.isfinite(pred) & (pred > 0))
+        im = axes[r, c].imshow(np.ma.masked_where(pred_invalid, pred), cmap=depth_cmap, vmin=vmin, vmax=vmax)
         fig.colorbar(im, ax=axes[r, c], fraction=0.046, pad=0.02)
-        im = axes[r, c + 1].imshow(np.ma.masked_where(~valid, gt), cmap=depth_cmap, vmin=0.0, vmax=vmax)
+        im = axes[r, c + 1].imshow(np.ma.masked_where(~valid, gt), cmap=depth_cmap, vmin=vmin, vmax=vmax)
         fig.colorbar(im, ax=axes[r, c + 1], fraction=0.046, pad=0.02)
         err_cmap = plt.get_cmap("inferno").with_extremes(bad="0.6")
         emax = float(np.nanpercentile(error, 99)) if valid.any() else 1.0
@@ -125,7 +130,8 @@ def plot_qualitative_grid(samples: Sequence[Dict[str, np.ndarray]], path: str, c
 
 
 def _save(fig, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fig.savefig(path)
+    """Write ``fig`` as a PNG, atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    write_bytes(path, buffer.getvalue())

@@ -17,18 +17,44 @@ Two readings of a ``sid_logits`` [B, h, w, K] head are supported:
   P(label > k); the predicted label is ``sum_k [sigmoid(z_k) > 0.5]`` and depth = the centre of that
   bin.
 
-Everything here works on tf tensors; ``sid_thresholds`` and ``sid_bin_centres`` also return NumPy
-arrays (float64) for use outside graphs.
+``depth_to_sid_label`` and ``sid_logits_to_depth`` work on tf tensors; ``sid_thresholds`` and
+``sid_bin_centres`` return NumPy arrays (float64) for use outside graphs.
+
+The SID settings are declared here once: the defaults below are read by the ``deeplabv2_sid``
+decoder's signature, and a run's bins are the decoder's (``model.decoder_args`` ``num_bins``,
+``alpha_m``, ``beta_m``; :func:`sid_bins`), which the SID loss terms receive from ``build_loss`` and
+the config's consistency check reads. This module imports TensorFlow only inside the two tensor
+functions, so the config can use it before TensorFlow starts.
 """
 
 from __future__ import annotations
 
+from typing import Any, Dict, Mapping
+
 import numpy as np
-import tensorflow as tf
 
 DEFAULT_K = 71
 DEFAULT_ALPHA_M = 1.0
 DEFAULT_BETA_M = 80.0
+DEFAULT_INFERENCE = "argmax"
+
+# decoder_args.inference -> how the decoder reads the logits (see the deeplabv2_sid decoder)
+INFERENCE_MODES = ("argmax", "expectation", "ordinal")
+# SID loss term -> the decoder readings that decode what that loss trains
+LOSS_READINGS = {"sid_ce": ("argmax", "expectation"), "sid_ordinal": ("ordinal",)}
+BIN_KEYS = ("num_bins", "alpha_m", "beta_m")
+
+
+def sid_bins(decoder_args: Mapping[str, Any]) -> Dict[str, Any]:
+    """A run's SID bins ``{num_bins, alpha_m, beta_m}``: ``model.decoder_args`` over the defaults."""
+    bins = {"num_bins": DEFAULT_K, "alpha_m": DEFAULT_ALPHA_M, "beta_m": DEFAULT_BETA_M}
+    bins.update({k: decoder_args[k] for k in BIN_KEYS if k in decoder_args})
+    return bins
+
+
+def sid_inference(decoder_args: Mapping[str, Any]) -> str:
+    """How the run's decoder reads its logits (``model.decoder_args.inference`` or the default)."""
+    return decoder_args.get("inference", DEFAULT_INFERENCE)
 
 
 def _check(num_bins: int, alpha_m: float, beta_m: float) -> None:
@@ -69,6 +95,8 @@ def depth_to_sid_label(depth_m, num_bins: int = DEFAULT_K, alpha_m: float = DEFA
 
     label = floor(K * log(d / alpha) / log(beta / alpha)) clipped to K - 1, for alpha <= d <= beta.
     """
+    import tensorflow as tf
+
     _check(num_bins, alpha_m, beta_m)
     depth_m = tf.cast(depth_m, tf.float32)
     valid = tf.math.is_finite(depth_m) & (depth_m >= alpha_m) & (depth_m <= beta_m)
@@ -87,6 +115,8 @@ def sid_logits_to_depth(
     mean: str = "geometric",
 ):
     """``sid_logits`` [B, h, w, K] -> depth [B, h, w, 1] float32 metres (see the module docstring)."""
+    import tensorflow as tf
+
     sid_logits = tf.cast(sid_logits, tf.float32)
     num_bins = sid_logits.shape[-1]
     if num_bins is None:

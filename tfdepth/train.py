@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         overrides.append(f"train.seed={args.seed}")
     if args.deterministic:
         overrides += ["train.deterministic=true", "data.deterministic=true"]
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, warn=True)  # doubtful training settings: one line each
 
     from tfdepth.training.loop import Trainer
 

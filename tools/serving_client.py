@@ -14,8 +14,9 @@ Requests go to ``{url}/v1/models/{model}[/versions/{N}]:predict`` in TF Serving'
   (uint8 pixels as JSON numbers: simple, but about 4x the bytes of a PNG).
 
 The answer ``{"predictions": [depth [H][W][1]]}`` (metres) is saved per picture as
-``<stem>_depth_mm.png`` (16-bit millimetres), ``<stem>_depth_color.png`` and/or ``<stem>_depth_m.npy``.
-Needs only the Python standard library, NumPy and ``tfdepth.imageio`` (OpenCV) — no TensorFlow.
+``<stem>_depth_mm.png`` (16-bit millimetres), ``<stem>_depth_color.png`` and/or ``<stem>_depth_m.npy``
+(written by ``tfdepth.serving.outputs``, as ``python -m tfdepth.predict`` writes them).
+Needs only the Python standard library, NumPy and ``tfdepth.io`` (OpenCV) — no TensorFlow.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from tfdepth import imageio
+from tfdepth.io.images import ImageReadError, decode_image, encode_png, exif_orientation, load_image, png_header
+from tfdepth.serving.outputs import parse_save, write_outputs
 
 SAVE_CHOICES = ("png16", "color", "npy")
 
@@ -49,12 +51,6 @@ def predict_url(base_url: str, model: str, version: Optional[int] = None) -> str
     return base + path + ":predict"
 
 
-def _png_bit_depth(data: bytes) -> Optional[int]:
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24:
-        return data[24]
-    return None
-
-
 def encoded_for_server(path: str):
     """(bytes to send, RGB uint8 [H, W, 3] as the server will decode them) for ``serving_bytes``.
 
@@ -63,17 +59,13 @@ def encoded_for_server(path: str):
     """
     with open(path, "rb") as f:
         data = f.read()
-    rgb = imageio.decode_image(data, path)
+    rgb = decode_image(data, path)
     is_jpeg = data[:3] == b"\xff\xd8\xff"
-    is_png8 = _png_bit_depth(data) == 8
-    if (is_jpeg or is_png8) and imageio.exif_orientation(data) == 1:
+    header = png_header(data, path)
+    is_png8 = header is not None and header.bit_depth == 8
+    if (is_jpeg or is_png8) and exif_orientation(data) == 1:
         return data, rgb
-    import cv2
-
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ServingError(f"{path}: cannot re-encode as PNG")
-    return buf.tobytes(), rgb
+    return encode_png(rgb), rgb
 
 
 def build_request(path: str, signature: str) -> dict:
@@ -82,7 +74,7 @@ def build_request(path: str, signature: str) -> dict:
         return {"signature_name": signature,
                 "instances": [{"image_bytes": {"b64": base64.b64encode(data).decode("ascii")}}]}
     if signature == "serving_default":
-        rgb = imageio.load_image(path)
+        rgb = load_image(path)
         return {"signature_name": signature, "instances": [{"images": rgb.tolist()}]}
     raise ValueError(f"--signature must be serving_bytes or serving_default, got {signature!r}")
 
@@ -127,17 +119,8 @@ def request_depth(url: str, path: str, signature: str = "serving_bytes", timeout
 
 
 def save_depth(depth_m: np.ndarray, prefix: str, save: List[str]) -> List[str]:
-    written = []
-    if "png16" in save:
-        imageio.write_depth_png16(prefix + "_depth_mm.png", depth_m)
-        written.append(prefix + "_depth_mm.png")
-    if "color" in save:
-        imageio.write_depth_color(prefix + "_depth_color.png", depth_m)
-        written.append(prefix + "_depth_color.png")
-    if "npy" in save:
-        np.save(prefix + "_depth_m.npy", depth_m.astype(np.float32))
-        written.append(prefix + "_depth_m.npy")
-    return written
+    """Write the depth as ``prefix`` + the predict command's suffixes; returns the paths written."""
+    return list(write_outputs(None, depth_m, prefix, save).values())
 
 
 def main(argv=None) -> int:
@@ -152,10 +135,10 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     args = parser.parse_args(argv)
 
-    save = [s.strip() for s in args.save.split(",") if s.strip()]
-    bad = [s for s in save if s not in SAVE_CHOICES]
-    if bad or not save:
-        parser.error(f"--save: choose from {','.join(SAVE_CHOICES)}")
+    try:
+        save = parse_save(args.save, SAVE_CHOICES)
+    except ValueError as e:
+        parser.error(str(e))
     os.makedirs(args.output, exist_ok=True)
     url = predict_url(args.url, args.model, args.version)
     failures = 0
@@ -163,7 +146,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         try:
             depth = request_depth(url, path, args.signature, args.timeout)
-        except (ServingError, imageio.ImageReadError, OSError) as e:
+        except (ServingError, ImageReadError, OSError) as e:
             print(f"FAILED {path}: {e}", file=sys.stderr)
             failures += 1
             continue

@@ -2,8 +2,9 @@
 
 Prints the manifest's summary (depth scale, range, image size, intrinsics, bad samples) and per split
 the sample count, chunk sizes, valid-pixel fraction, depth statistics and a text histogram of depth;
-writes a contact sheet PNG (RGB above colour-mapped depth, black = invalid) of the first few samples
-of a split (``--output FILE.png``, default ``DIR/contact_sheet.png``).
+writes a contact sheet PNG (RGB above colour-mapped depth in the colours of :mod:`tfdepth.io.colormap`,
+black = invalid, with a colour bar in metres) of the first few samples of a split (``--output
+FILE.png``, default ``DIR/contact_sheet.png``).
 
 ``--scan`` also reads every record, recomputes counts and depth statistics from the data itself and
 compares the counts with the manifest (exit status 1 on a mismatch).
@@ -20,6 +21,8 @@ import cv2
 import numpy as np
 
 from tfdepth.data import shards
+from tfdepth.io.colormap import COLORMAP, colorbar_panel, colorize, depth_range
+from tfdepth.io.images import write_rgb
 
 TILE_W, TILE_H = 256, 192
 
@@ -118,29 +121,27 @@ def _fit(image: np.ndarray, interpolation: int) -> np.ndarray:
     return tile
 
 
-def colourize(depth_m: np.ndarray, max_m: float) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of depth in metres with the turbo colour map over 0..max_m; invalid black."""
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    scaled = np.clip(np.where(valid, depth_m, 0) / max(max_m, 1e-6) * 255.0, 0, 255).astype(np.uint8)
-    bgr = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)
-    bgr[~valid] = 0
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def contact_sheet(samples: Sequence[Dict[str, np.ndarray]], title: str = "") -> np.ndarray:
-    """RGB uint8 image: header strip, then RGB tiles in one row above their colour-mapped depth."""
+    """RGB uint8 image: a header strip, the RGB tiles in one row above their colour-mapped depth, and a
+    colour bar in metres beside the depth row. All tiles share one colour range (the rule of
+    :func:`tfdepth.io.colormap.depth_range` over every sample's depth), which the header and the bar
+    state; each depth tile is labelled with its own valid-depth range."""
     depths = [s["depth_m"][s["depth_m"] > 0] for s in samples]
-    max_m = max([float(np.percentile(d, 99)) for d in depths if d.size] or [1.0])
-    header = np.full((24, TILE_W * len(samples), 3), 255, np.uint8)
-    cv2.putText(header, f"{title}  depth 0-{max_m:.2f} m (turbo), black = invalid", (4, 17),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    low, high = depth_range(*depths)
     rgb_row, depth_row = [], []
     for s, d in zip(samples, depths):
         rgb_row.append(_fit(s["rgb"], cv2.INTER_AREA))
-        tile = _fit(colourize(s["depth_m"], max_m), cv2.INTER_NEAREST)
+        tile = _fit(colorize(s["depth_m"], low, high), cv2.INTER_NEAREST)
         label = f"{d.min():.2f}-{d.max():.2f} m" if d.size else "no valid depth"
         cv2.putText(tile, label, (4, TILE_H - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         depth_row.append(tile)
+    bar = colorbar_panel(TILE_H, low, high)
+    width = TILE_W * len(samples) + bar.shape[1]
+    header = np.full((24, width, 3), 255, np.uint8)
+    cv2.putText(header, f"{title}  depth {low:.2f}-{high:.2f} m ({COLORMAP}: near red, far blue), black = invalid",
+                (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    rgb_row.append(np.full((TILE_H, bar.shape[1], 3), 255, np.uint8))
+    depth_row.append(bar)
     return np.concatenate([header, np.concatenate(rgb_row, 1), np.concatenate(depth_row, 1)], 0)
 
 
@@ -175,12 +176,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 1
         sheet = contact_sheet(samples, f"{manifest.get('name', '')} {split}")
         out = args.output or os.path.join(args.data_dir, "contact_sheet.png")
-        if not cv2.imwrite(out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-            print(f"error: cannot write {out}", file=sys.stderr)
+        try:
+            write_rgb(out, sheet)
+        except (OSError, ValueError) as e:
+            print(f"error: cannot write {out}: {e}", file=sys.stderr)
             return 1
         print(f"contact sheet ({len(samples)} samples of {split}): {out}")
     return status
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tfdepth import cli
+
+    sys.exit(cli.run_main(main))

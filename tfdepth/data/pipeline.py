@@ -27,7 +27,7 @@ _CHANNEL_PERMUTATIONS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], 
 def resolve_dataset(data_cfg: DataConfig) -> Tuple[str, dict]:
     """The dataset directory and its manifest; generates the synthetic dataset on first use."""
     if data_cfg.dataset == "synthetic":
-        from tfdepth.data.synthetic import ensure_synthetic_dataset  # the generator is only needed here
+        from tfdepth.data.synthetic.generate import ensure_synthetic_dataset  # the generator is only needed here
 
         manifest = ensure_synthetic_dataset(data_cfg.synthetic, data_cfg.data_dir)
         return data_cfg.data_dir, manifest

@@ -1,7 +1,8 @@
 """The record schema every tfdepth dataset uses: encode / decode one RGB-D example.
 
 TensorFlow is imported inside the functions that need it, so converter worker processes can use
-the NumPy side (``depth_to_uint16``, ``encode_png``) without it.
+the NumPy side without it. Depth is quantised by :func:`tfdepth.io.depth.depth_to_uint16` and
+encoded by :func:`tfdepth.io.images.encode_png`.
 
 Keys (Model Garden style):
 
@@ -20,54 +21,12 @@ from typing import Dict, Optional, Sequence
 import cv2
 import numpy as np
 
-UINT16_MAX = 65535
+from tfdepth.io.depth import depth_to_uint16
+from tfdepth.io.images import encode_jpeg, encode_png
 
 
 class RecordError(ValueError):
     """A sample cannot be encoded in the record schema."""
-
-
-def depth_to_uint16(depth_m: np.ndarray, depth_scale: float, source: str = "depth") -> np.ndarray:
-    """Quantise metres to uint16 (value = round(depth_m * depth_scale)); invalid (<=0, non-finite) -> 0.
-
-    Raises RecordError naming ``source`` if a valid depth does not fit in 16 bits at this scale.
-    """
-    depth_m = np.asarray(depth_m, dtype=np.float64)
-    if depth_m.ndim == 3 and depth_m.shape[-1] == 1:
-        depth_m = depth_m[..., 0]
-    if depth_m.ndim != 2:
-        raise RecordError(f"{source}: depth must be HxW, got shape {depth_m.shape}")
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    stored = np.where(valid, np.rint(np.where(valid, depth_m, 0.0) * depth_scale), 0.0)
-    if stored.max(initial=0.0) > UINT16_MAX:
-        raise RecordError(
-            f"{source}: depth {depth_m[valid].max():.3f} m exceeds {UINT16_MAX / depth_scale:.3f} m, "
-            f"the largest value uint16 holds at depth/scale={depth_scale}"
-        )
-    # A positive depth that rounds to 0 would turn into 'invalid': keep it at the smallest quantum.
-    stored = np.where(valid & (stored == 0), 1.0, stored)
-    return stored.astype(np.uint16)
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes of an HxW (uint8/uint16) or HxWx3 RGB uint8 array (fast level-1 compression; RLE
-    strategy for single-channel maps, which is both faster and smaller for depth)."""
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    else:
-        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(array), params)
-    if not ok:
-        raise RecordError("PNG encoding failed")
-    return buf.tobytes()
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RecordError("JPEG encoding failed")
-    return buf.tobytes()
 
 
 def make_example(
@@ -104,7 +63,9 @@ def make_example(
         "depth/scale": _floats([depth_scale]),
         "camera/intrinsics": _floats(intrinsics if intrinsics is not None else []),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: the feature map in key order (else its order varies per process), so the same
+    # samples give the same shard bytes in every run
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def encode_example(
@@ -118,7 +79,8 @@ def encode_example(
 ) -> bytes:
     """Serialised example from an RGB uint8 HxWx3 array and a float depth map in metres (HxW).
 
-    Raises RecordError naming ``source`` on a shape mismatch or depth that does not fit uint16.
+    Raises RecordError naming ``source`` on a shape mismatch, :class:`tfdepth.io.depth.DepthFormatError`
+    on depth that does not fit uint16 at ``depth_scale``.
     """
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:

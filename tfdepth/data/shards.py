@@ -1,4 +1,4 @@
-"""TFRecord shard writing and the dataset manifest (``manifest.json``).
+"""TFRecord shard files and the dataset manifest (``manifest.json``): writing shards, reading manifests.
 
 A dataset directory holds ``{split}-{index:05d}.tfrecord`` shards and ``manifest.json``::
 
@@ -6,18 +6,22 @@ A dataset directory holds ``{split}-{index:05d}.tfrecord`` shards and ``manifest
       "format_version": 1,
       "name": "synthetic",
       "depth_scale": 1000.0,              # metres = stored uint16 / depth_scale
-      "depth_range_m": [0.0, 10.0],        # plausible range the converter checked against
+      "depth_range_m": [0.0, 10.0],        # plausible range the writer checked against
       "image_size": [H, W] or null,
       "intrinsics": [fx, fy, cx, cy] or null,
       "shards": [{"path": "train-00000.tfrecord", "count": 100, "split": "train", "chunk": 0}, ...],
-      "splits": {"train": {"count": N, "chunks": K, "depth_stats": {...}}},
+      "splits": {"train": {"count": N, "chunks": K, "depth_stats": {...}, "depth_range_m": [...],
+                           "image_size": ..., "intrinsics": ..., "bad_samples": 0, ...}},
+      "counts": {"train": N, ...},
       "shuffle_seed": 0,
       "bad_samples": {"count": 0, "files": []},
       "source": {...}                      # free-form description of the origin
     }
 
-Shards are written under temporary names and renamed when complete; the manifest is written last
-(atomically), so an interrupted write never looks like a complete dataset.
+Datasets are written by :class:`tfdepth.data.writer.DatasetWriter` (every source goes through it),
+which uses the :class:`ShardWriter` here. Shards are written under temporary names and renamed when
+complete; the manifest is written last (atomically), so an interrupted write never looks like a
+complete dataset. Readers need only ``shards`` (path, count, split, chunk) and ``depth_scale``.
 
 TensorFlow is imported only when a shard is written, so :class:`DepthStats` can be used in worker
 processes of the converters without paying for the TensorFlow import.
@@ -31,6 +35,8 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
+
+from tfdepth.io.files import write_json
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -109,11 +115,17 @@ class ShardWriter:
     def __enter__(self) -> "ShardWriter":
         return self
 
+    def abort(self) -> None:
+        """Stop after an error: the shard being written stays a temporary file (never looks complete)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif self._writer is not None:  # leave no half shard that looks complete
-            self._writer.close()
+        else:  # leave no half shard that looks complete
+            self.abort()
 
 
 def assign_chunks(shards: Sequence[ShardInfo], num_chunks: int) -> List[ShardInfo]:
@@ -219,14 +231,7 @@ def write_manifest(output_dir: str, manifest: dict) -> str:
     """Atomically write ``manifest.json`` (temp file + rename). Returns its path."""
     manifest = dict(manifest)
     manifest.setdefault("format_version", FORMAT_VERSION)
-    path = os.path.join(output_dir, MANIFEST_NAME)
-    tmp = path + TMP_SUFFIX
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_json(os.path.join(output_dir, MANIFEST_NAME), manifest, fsync=True)
 
 
 def read_manifest(data_dir: str) -> dict:

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     from tfdepth.geometry import Intrinsics
-    from tfdepth.inference import DepthPredictor
+    from tfdepth.serving.predictor import DepthPredictor
     from tfdepth.measure.app import MeasureApp
     from tfdepth.measure.server import MeasureServer
 

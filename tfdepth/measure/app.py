@@ -16,7 +16,6 @@ with the evaluate command's code (:class:`tfdepth.metrics.MetricAccumulator` wit
 from __future__ import annotations
 
 import io
-import math
 import secrets
 import threading
 import time
@@ -26,14 +25,16 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from tfdepth.evaluation.report import finite_or_none
 from tfdepth.geometry import DEFAULT_FOV_DEG, Intrinsics
+from tfdepth.io.colormap import COLORMAP, colorize, colormap_stops, depth_range
+from tfdepth.io.images import ImageReadError, decode_image, encode_png
 from tfdepth.measure.groundtruth import GroundTruthError, decode_depth_bytes, parse_scale
+from tfdepth.metrics import CROPS, DEPTH_RANGES, PROTOCOLS, MetricAccumulator, get_protocol, prepare_pair
 
-COLORMAP = "turbo_r"  # the predict command's colour map: near red, far blue
-COLORMAP_STOPS = 64
 DEFAULT_MAX_PIXELS = 50_000_000
-PROTOCOL_NAMES = ("nyu", "kitti", "none")
-CROP_NAMES = ("none", "eigen", "garg", "kb")
+PROTOCOL_NAMES = tuple(PROTOCOLS)
+CROP_NAMES = CROPS
 RANGE_LABELS = {"[0,1)": "< 1 m", "[1,3)": "1 – 3 m", "[3,5)": "3 – 5 m", "[5,inf)": "> 5 m"}
 SUMMARY_KEYS = ("abs_rel", "rmse", "d1", "mae", "sq_rel", "rmse_log", "log10", "silog", "d2", "d3")
 
@@ -66,50 +67,6 @@ class Picture:
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def finite_or_none(value):
-    """JSON-safe copy: nan / inf -> None, NumPy scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def color_range_m(depth_m: np.ndarray) -> Tuple[float, float]:
-    """Colour-map range: the 1st..99th percentile of the valid depths (the rule of
-    :func:`tfdepth.imageio.colorize_depth`), widened when it is empty."""
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    if not valid.any():
-        return 0.0, 1.0
-    low, high = np.percentile(depth_m[valid].astype(np.float64), [1.0, 99.0])
-    if high - low < 1e-6:
-        low, high = float(depth_m[valid].min()), float(depth_m[valid].max())
-    if high - low < 1e-6:
-        high = low + 1e-3
-    return float(low), float(high)
-
-
-def colormap_stops(count: int = COLORMAP_STOPS) -> list:
-    """[[r, g, b], ...] uint8 samples of the colour map from near (index 0) to far."""
-    import matplotlib
-
-    colors = matplotlib.colormaps[COLORMAP](np.linspace(0.0, 1.0, count))[:, :3]
-    return (colors * 255.0 + 0.5).astype(np.uint8).tolist()
-
-
-def encode_png(rgb: np.ndarray, compression: int = 1) -> bytes:
-    import cv2
-
-    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression])
-    if not ok:
-        raise RuntimeError("cannot encode PNG")
-    return buffer.tobytes()
 
 
 def check_picture_bytes(data: bytes, name: str, max_pixels: int) -> None:
@@ -196,8 +153,6 @@ class MeasureApp:
     # ---- API -------------------------------------------------------------------------------------
 
     def info(self) -> dict:
-        from tfdepth.metrics import get_protocol
-
         protocols = {}
         for name in PROTOCOL_NAMES:
             p = get_protocol(name)
@@ -219,8 +174,6 @@ class MeasureApp:
 
     def predict(self, data: bytes, name: str) -> dict:
         """Decode an uploaded picture, predict its depth, keep both; returns the page's description."""
-        from tfdepth.imageio import ImageReadError, decode_image
-
         if len(data) == 0:
             raise RequestError(f"{name}: empty file")
         check_picture_bytes(data, name, self.max_pixels)
@@ -238,7 +191,7 @@ class MeasureApp:
         if depth_m.shape != rgb.shape[:2]:
             raise RuntimeError(f"the model returned depth {depth_m.shape} for a picture of {rgb.shape[:2]}")
         picture = Picture(id=secrets.token_hex(8), name=name, size=(int(rgb.shape[0]), int(rgb.shape[1])),
-                          display_png=encode_png(rgb), depth_m=depth_m, color_range_m=color_range_m(depth_m))
+                          display_png=encode_png(rgb), depth_m=depth_m, color_range_m=depth_range(depth_m))
         self._store(picture)
         valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
         model_intr = self.predictor.intrinsics_for(picture.size)
@@ -277,8 +230,6 @@ class MeasureApp:
 
     def color_png(self, picture_id: str, which: str) -> bytes:
         """Colour-mapped prediction (``pred``) or ground truth (``gt``), both in the prediction's range."""
-        from tfdepth.imageio import colorize_depth
-
         picture = self.get(picture_id)
         if which not in ("pred", "gt"):
             raise RequestError(f"colour map of {which!r}: expected 'pred' or 'gt'", 404)
@@ -287,8 +238,7 @@ class MeasureApp:
             if depth is None:
                 raise RequestError(f"picture {picture_id!r} has no ground truth", 404)
             low, high = picture.color_range_m
-            picture.colored[which] = encode_png(colorize_depth(depth, min_m=low, max_m=high, cmap=COLORMAP,
-                                                               colorbar=False))
+            picture.colored[which] = encode_png(colorize(depth, low, high))
         return picture.colored[which]
 
     def set_ground_truth(self, picture_id: str, data: bytes, name: str, scale_text: Optional[str],
@@ -309,10 +259,10 @@ class MeasureApp:
         picture.gt_m, picture.gt_name = gt_m, name
         picture.gt_scale = scale
         # One colour range for prediction and ground truth, so the two maps and the bar compare.
-        pred_low, pred_high = color_range_m(picture.depth_m)
+        pred_low, pred_high = depth_range(picture.depth_m)
         valid = np.isfinite(gt_m) & (gt_m > 0)
         if valid.any():
-            gt_low, gt_high = color_range_m(gt_m)
+            gt_low, gt_high = depth_range(gt_m)
             picture.color_range_m = (min(pred_low, gt_low), max(pred_high, gt_high))
         else:
             picture.color_range_m = (pred_low, pred_high)
@@ -333,8 +283,6 @@ class MeasureApp:
                 gt_m: Optional[np.ndarray] = None) -> dict:
         """The evaluate command's metrics of this picture's prediction against its ground truth
         (``gt_m``, default: the one held)."""
-        from tfdepth.metrics import DEPTH_RANGES, MetricAccumulator, get_protocol, prepare_pair
-
         picture = self.get(picture_id)
         gt_m = picture.gt_m if gt_m is None else gt_m
         if gt_m is None:
@@ -379,4 +327,4 @@ class MeasureApp:
         })
 
 
-__all__ = ["MeasureApp", "Picture", "RequestError", "color_range_m", "colormap_stops", "finite_or_none"]
+__all__ = ["MeasureApp", "Picture", "RequestError"]

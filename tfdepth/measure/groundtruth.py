@@ -1,6 +1,6 @@
 """Ground-truth depth files uploaded to the measuring page, decoded in memory.
 
-The rules are those of the evaluate command's file mode (:func:`tfdepth.evaluate.load_depth_file`),
+The rules are those of the evaluate command's file mode (:func:`tfdepth.io.depth.decode_scaled_depth`),
 applied to bytes instead of a path so that nothing is written to disk:
 
 * ``.npy`` (recognised by its magic bytes): float or integer depth in METRES, HxW or HxWx1; the
@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfdepth import evaluate
+from tfdepth.io.depth import DepthFormatError, decode_scaled_depth
 
 
 class GroundTruthError(ValueError):
@@ -43,8 +43,11 @@ def parse_scale(text: Optional[str]) -> Optional[float]:
 
 def decode_depth_bytes(data: bytes, name: str, scale: Optional[float], allow_8bit: bool = False) -> np.ndarray:
     """Ground truth float64 [H, W] metres (0 = invalid) from the bytes of a .npy or PNG depth file."""
-    return evaluate.decode_depth_bytes(data, name, scale, "ground-truth", allow_8bit,
-                                       scale_hint="give it in the scale field", error=GroundTruthError)
+    try:
+        return decode_scaled_depth(data, name, scale, "ground-truth", allow_8bit,
+                                   scale_hint="give it in the scale field")
+    except DepthFormatError as e:
+        raise GroundTruthError(str(e)) from None
 
 
 __all__ = ["GroundTruthError", "decode_depth_bytes", "parse_scale"]

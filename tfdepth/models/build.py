@@ -1,8 +1,8 @@
-"""Builds a depth model from ``ModelConfig`` through the encoder and decoder registries.
+"""Builds a depth model from ``ModelConfig`` through the catalogue's encoders and decoders.
 
 Contracts
 ---------
-Encoder factory (``ENCODERS.register(name)``)::
+Encoder factory (``tfdepth.registries.ENCODERS``)::
 
     fn(input_shape=(H, W, 3), weights="none", output_stride=32, freeze="none") -> keras.Model
 
@@ -10,14 +10,15 @@ The returned model takes RGB float32 images in [0, 1] (it applies its own ImageN
 and returns a dict of feature maps by name, ``P1`` .. ``P5`` at strides 2, 4, 8, 16, 32 (with
 ``output_stride`` 16 / 8 the last stages are dilated and keep stride 16 / 8).
 
-Decoder factory (``DECODERS.register(name)``)::
+Decoder factory (``tfdepth.registries.DECODERS``)::
 
     fn(features: dict[str, KerasTensor], image: KerasTensor, max_depth_m: float, **decoder_args)
         -> dict[str, KerasTensor]
 
 It returns at least ``"depth"``: float32 [B, h, w, 1] non-negative metres (``h, w`` documented per
 decoder, e.g. the input size or half of it). Optional extra outputs: ``"depth_aux1"`` .. for deep
-supervision, ``"sid_logits"`` [B, h, w, K] for the classification head.
+supervision, ``"sid_logits"`` [B, h, w, K] for the classification head. ``max_depth_m`` (the head's
+scale) is the config's ``data.max_depth_m``: the one depth range of a run.
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ from typing import Sequence
 import keras
 
 from tfdepth.config import ModelConfig
-from tfdepth.models.registry import DECODERS, ENCODERS
-
-# Importing the packages registers their factories.
-import tfdepth.models.encoders  # noqa: F401,E402
-import tfdepth.models.decoders  # noqa: F401,E402
+from tfdepth.errors import ConfigError
+from tfdepth.registries import DECODERS, ENCODERS
 
 
 def build_encoder(cfg: ModelConfig, input_size: Sequence[int]) -> keras.Model:
@@ -44,15 +42,18 @@ def build_encoder(cfg: ModelConfig, input_size: Sequence[int]) -> keras.Model:
     )
 
 
-def build_model(cfg: ModelConfig, input_size: Sequence[int]) -> keras.Model:
-    """Depth model: ``image`` float32 [B, H, W, 3] in [0, 1] -> dict with ``depth`` [B, h, w, 1] metres."""
+def build_model(cfg: ModelConfig, input_size: Sequence[int], max_depth_m: float) -> keras.Model:
+    """Depth model: ``image`` float32 [B, H, W, 3] in [0, 1] -> dict with ``depth`` [B, h, w, 1] metres.
+
+    ``max_depth_m``: the scale of the depth head (``cfg.data.max_depth_m``).
+    """
     image = keras.Input((int(input_size[0]), int(input_size[1]), 3), name="image")
     encoder = build_encoder(cfg, input_size)
     features = encoder(image)
     try:
-        outputs = DECODERS.get(cfg.decoder)(features, image, max_depth_m=cfg.max_depth_m, **cfg.decoder_args)
+        outputs = DECODERS.get(cfg.decoder)(features, image, max_depth_m=float(max_depth_m), **cfg.decoder_args)
     except TypeError as e:
-        raise ValueError(f"model.decoder_args for decoder {cfg.decoder!r}: {e}") from None
+        raise ConfigError(f"model.decoder_args for decoder {cfg.decoder!r}: {e}") from None
     if "depth" not in outputs:
         raise ValueError(f"decoder {cfg.decoder!r} returned no 'depth' output (got {sorted(outputs)})")
     return keras.Model(image, outputs, name=f"{cfg.encoder}_{cfg.decoder}")

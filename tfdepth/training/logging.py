@@ -11,6 +11,9 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from tfdepth.io.colormap import TABLE_SIZE, colorbar_panel, colormap_table
+from tfdepth.io.files import write_json
+
 
 def _fmt_seconds(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -83,10 +86,7 @@ class History:
         self.data["epochs"].append(record)
 
     def save(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=1)
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data)
 
     def plot(self, png_path: str) -> None:
         """Loss curve with dashed lines at chunk boundaries and solid lines at phase boundaries."""
@@ -122,15 +122,20 @@ class History:
 
 
 def colorize_depth(depth: tf.Tensor, max_depth_m: float) -> tf.Tensor:
-    """[B,H,W,1] metres -> [B,H,W,3] float in [0,1] (near = bright yellow, far = dark blue; 0 = black)."""
-    t = tf.clip_by_value(depth / max_depth_m, 0.0, 1.0)
-    rgb = tf.concat([1.0 - t, 1.0 - 0.6 * t, 0.3 + 0.7 * t], axis=-1) * (1.0 - 0.7 * t)
-    return tf.where(depth > 0, rgb, 0.0)
+    """[B,H,W,1] metres -> [B,H,W,3] float in [0,1]: the colour map of :mod:`tfdepth.io.colormap` (near
+    red, far blue) over the fixed range 0..``max_depth_m``, the same at every step; 0 = black."""
+    table = tf.constant(colormap_table(), tf.float32) / 255.0
+    t = tf.clip_by_value(tf.cast(depth[..., 0], tf.float32) / max_depth_m, 0.0, 1.0)
+    index = tf.minimum(tf.cast(t * TABLE_SIZE, tf.int32), TABLE_SIZE - 1)
+    return tf.where(depth > 0, tf.gather(table, index), 0.0)
 
 
 def write_image_summary(writer, step: int, image, pred, gt, max_depth_m: float, max_outputs: int = 3) -> None:
+    """``rgb | prediction | ground truth | colour bar (0..max_depth_m, in metres)`` panels."""
     pred = tf.image.resize(tf.cast(pred, tf.float32), tf.shape(gt)[1:3])
-    panel = tf.concat([image, colorize_depth(pred, max_depth_m), colorize_depth(gt, max_depth_m)], axis=2)
+    bar = tf.constant(colorbar_panel(int(gt.shape[1]), 0.0, max_depth_m), tf.float32)[None] / 255.0
+    bar = tf.tile(bar, [tf.shape(gt)[0], 1, 1, 1])
+    panel = tf.concat([image, colorize_depth(pred, max_depth_m), colorize_depth(gt, max_depth_m), bar], axis=2)
     with writer.as_default(step=step):
         tf.summary.image("rgb | prediction | ground truth", panel, max_outputs=max_outputs)
 

@@ -1,11 +1,28 @@
 """Optimisers from ``OptimizerConfig``: Adam, AdamW, SGD with momentum; decoupled weight decay,
-gradient-norm clipping, gradient accumulation and loss scaling for ``mixed_float16``."""
+gradient-norm clipping, gradient accumulation and loss scaling for ``mixed_float16``.
+
+The names are the catalogue's ``tfdepth.registries.OPTIMIZERS``; each factory takes the
+``OptimizerConfig`` and the keyword arguments every Keras optimiser shares.
+"""
 
 from __future__ import annotations
 
 import keras
 
 from tfdepth.config import OptimizerConfig
+from tfdepth.registries import OPTIMIZERS
+
+
+def adam(cfg: OptimizerConfig, common: dict) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(epsilon=cfg.epsilon, **common)
+
+
+def adamw(cfg: OptimizerConfig, common: dict) -> keras.optimizers.Optimizer:
+    return keras.optimizers.AdamW(epsilon=cfg.epsilon, **{**common, "weight_decay": cfg.weight_decay})
+
+
+def sgd(cfg: OptimizerConfig, common: dict) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(momentum=cfg.momentum, **common)
 
 
 def build_optimizer(cfg: OptimizerConfig, lr: float, grad_accum_steps: int = 1,
@@ -17,16 +34,8 @@ def build_optimizer(cfg: OptimizerConfig, lr: float, grad_accum_steps: int = 1,
         clipnorm=cfg.clipnorm,
         gradient_accumulation_steps=grad_accum_steps if grad_accum_steps > 1 else None,
     )
-    name = cfg.name.lower()
-    if name == "adam":
-        optimizer = keras.optimizers.Adam(epsilon=cfg.epsilon, **common)
-    elif name == "adamw":
-        common["weight_decay"] = cfg.weight_decay
-        optimizer = keras.optimizers.AdamW(epsilon=cfg.epsilon, **common)
-    elif name == "sgd":
-        optimizer = keras.optimizers.SGD(momentum=cfg.momentum, **common)
-    else:
-        raise ValueError(f"train.optimizer.name {cfg.name!r}: allowed: adam, adamw, sgd")
+    OPTIMIZERS.check(cfg.name, "train.optimizer.name")
+    optimizer = OPTIMIZERS.get(cfg.name)(cfg, common)
     if mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

@@ -1,4 +1,4 @@
-"""Learning-rate schedules by name (``SCHEDULES`` registry).
+"""Learning-rate schedules by name (the catalogue's ``tfdepth.registries.SCHEDULES``).
 
 A factory takes ``(lr, total_steps, **args)`` and returns a function ``step -> lr`` of the step within
 its phase (0-based, Python int or scalar tensor). Schedules of the papers:
@@ -15,19 +15,16 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from tfdepth.registry import Registry
-
-SCHEDULES = Registry("schedule")
+from tfdepth.errors import ConfigError
+from tfdepth.registries import SCHEDULES
 
 Schedule = Callable[[int], float]
 
 
-@SCHEDULES.register("constant")
 def constant(lr: float, total_steps: int) -> Schedule:
     return lambda step: lr
 
 
-@SCHEDULES.register("cosine")
 def cosine(lr: float, total_steps: int, warmup_steps: int = 0, lr_min: float = 0.0) -> Schedule:
     def schedule(step: int) -> float:
         if step < warmup_steps:
@@ -39,7 +36,6 @@ def cosine(lr: float, total_steps: int, warmup_steps: int = 0, lr_min: float = 0
     return schedule
 
 
-@SCHEDULES.register("cyclic")
 def cyclic(lr: float, total_steps: int, lr_min: float = 1e-5, step_size: int = 2000) -> Schedule:
     """Triangular cyclic learning rate (Smith 2017): lr_min -> lr -> lr_min every 2*step_size steps."""
     if step_size <= 0:
@@ -52,7 +48,6 @@ def cyclic(lr: float, total_steps: int, lr_min: float = 1e-5, step_size: int = 2
     return schedule
 
 
-@SCHEDULES.register("polynomial")
 def polynomial(lr: float, total_steps: int, power: float = 0.9, lr_end: float = 0.0) -> Schedule:
     def schedule(step: int) -> float:
         progress = min(step / max(total_steps, 1), 1.0)
@@ -61,7 +56,6 @@ def polynomial(lr: float, total_steps: int, power: float = 0.9, lr_end: float = 
     return schedule
 
 
-@SCHEDULES.register("exponential")
 def exponential(lr: float, total_steps: int, decay_rate: float = 0.9, decay_steps: int = 10000,
                 staircase: bool = True) -> Schedule:
     def schedule(step: int) -> float:
@@ -76,4 +70,4 @@ def build_schedule(name: str, lr: float, total_steps: int, args: dict) -> Schedu
     try:
         return factory(lr, total_steps, **args)
     except TypeError as e:
-        raise ValueError(f"schedule {name!r}: bad args {sorted(args)} ({e})") from None
+        raise ConfigError(f"schedule {name!r}: bad args {sorted(args)} ({e})") from None

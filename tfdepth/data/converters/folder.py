@@ -10,7 +10,7 @@
 - or a text file with one ``rgb_path depth_path`` pair per line (absolute, or relative to the list
   file; shell-style quotes for paths with spaces; ``#`` comments).
 
-The depth encoding is given by ``--depth-encoding`` (a preset of :mod:`tfdepth.data.depth_io`) or by
+The depth encoding is given by ``--depth-encoding`` (a preset of :mod:`tfdepth.io.depth`) or by
 ``--depth-scale S`` (8/16-bit single channel, metres = v / S). The plausible range is ``--max-depth``
 or the preset's default (10 m for the indoor-sensor presets, 90 m for kitti16; none for npy-m and
 explicit scales, which then need ``--max-depth``). Raw Kinect disparity (``nyu-raw``) close to 1092
@@ -25,10 +25,10 @@ import re
 import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tfdepth.data import depth_io
-from tfdepth.data.converters.base import LoadedSample, SampleRef, Source
+from tfdepth.data.converters.source import LoadedSample, SampleRef, Source
 from tfdepth.data.converters.errors import ConversionError, SampleError
-from tfdepth.data.converters.image_io import decode_rgb
+from tfdepth.io import depth as depth_io
+from tfdepth.io.images import decode_rgb
 
 RGB_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
 DEPTH_EXTENSIONS = {"nyu-raw": {".pgm"}, "npy-m": {".npy"}}
@@ -177,12 +177,11 @@ class FolderSource(Source):
         return LoadedSample(name, rgb, depth_io.decode_depth(depth_bytes, self.encoding, depth_path))
 
 
-HELP = "your own RGB + depth pairs: DIR with rgb/ and depth/, or a pair-list file"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--depth-encoding", choices=list(depth_io.ENCODINGS),
-                        help="depth file encoding preset (see tfdepth.data.depth_io)")
+                        help="depth file encoding preset (see tfdepth.io.depth)")
     parser.add_argument("--depth-scale", type=float, default=None,
                         help="instead of a preset: 8/16-bit single-channel depth, metres = value / S")
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence
 
-from tfdepth.data import depth_io
-from tfdepth.data.converters.base import KITTI_MAX_DEPTH_M, LoadedSample, SampleRef, Source
+from tfdepth.data.converters.source import KITTI_MAX_DEPTH_M, LoadedSample, SampleRef, Source
 from tfdepth.data.converters.errors import ConversionError, SampleError
 from tfdepth.data.converters.folder import read_bytes
-from tfdepth.data.converters.image_io import decode_rgb
+from tfdepth.io import depth as depth_io
+from tfdepth.io.images import decode_rgb
 
 
 class KittiSource(Source):
@@ -99,7 +99,6 @@ class KittiSource(Source):
                             stored_units_per_m=units, depth_file=depth_bytes)
 
 
-HELP = "KITTI annotated depth + raw RGB from a BTS/Eigen file list"
 
 
 def add_arguments(parser) -> None:

@@ -5,7 +5,7 @@ e.g. ``data/nyu2_train/living_room_0038_out/37.jpg,data/nyu2_train/living_room_0
 A zip with everything below one extra top folder works too (CSV paths are then resolved below it).
 
 Train depth is 8-bit PNG meaning v / 255 x 10 m; test depth is 16-bit PNG in millimetres. The
-encoding is detected **per file from the PNG header** (:func:`tfdepth.data.depth_io.decode_nyu_densedepth`
+encoding is detected **per file from the PNG header** (:func:`tfdepth.io.depth.decode_nyu_densedepth`
 states the exact rule); anything fitting neither is refused naming the member. The manifest counts
 the detected encodings per split (``splits.<split>.depth_encodings``). A CSV row naming a member that is
 not in the zip is a bad sample naming the CSV line.
@@ -17,10 +17,10 @@ import zipfile
 import zlib
 from typing import Dict, List, Optional, Sequence
 
-from tfdepth.data import depth_io
-from tfdepth.data.converters.base import LoadedSample, NyuSource, SampleRef
+from tfdepth.data.converters.source import LoadedSample, NyuSource, SampleRef
 from tfdepth.data.converters.errors import ConversionError, SampleError
-from tfdepth.data.converters.image_io import decode_rgb
+from tfdepth.io import depth as depth_io
+from tfdepth.io.images import decode_rgb
 
 CSV_NAMES = {"train": "nyu2_train.csv", "test": "nyu2_test.csv"}
 
@@ -104,7 +104,6 @@ class NyuDenseDepthSource(NyuSource):
                             depth_stored=stored, stored_units_per_m=units, depth_file=depth_bytes)
 
 
-HELP = "DenseDepth nyu_data.zip (8-bit train / 16-bit test depth, detected per file)"
 
 
 def add_arguments(parser) -> None:

@@ -11,9 +11,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from tfdepth.data.converters.base import LoadedSample, NyuSource, SampleRef
+from tfdepth.data.converters.source import LoadedSample, NyuSource, SampleRef
 from tfdepth.data.converters.errors import ConversionError, SampleError
-from tfdepth.data.converters.image_io import rgb_from_array
+from tfdepth.io.images import rgb_from_array
 
 SPLIT_DIRS = ("train", "val", "test")
 
@@ -67,7 +67,6 @@ class NyuH5Source(NyuSource):
                             np.asarray(depth, np.float32))
 
 
-HELP = "sparse-to-dense / FastDepth nyudepthv2 tree of .h5 files"
 
 
 def add_arguments(parser) -> None:

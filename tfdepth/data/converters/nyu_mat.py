@@ -20,9 +20,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfdepth.data.converters.base import LoadedSample, NyuSource, SampleRef
+from tfdepth.data.converters.source import LoadedSample, NyuSource, SampleRef
 from tfdepth.data.converters.errors import ConversionError, SampleError
-from tfdepth.data.converters.image_io import rgb_from_array
+from tfdepth.io.images import rgb_from_array
 
 MAT_SPLIT_KEYS = {"trainNdxs": "train", "testNdxs": "test"}
 
@@ -159,7 +159,6 @@ class NyuMatSource(NyuSource):
                             np.asarray(depth, np.float32).T)
 
 
-HELP = "NYU Depth V2 labeled .mat (MATLAB v7.3/HDF5) with the official splits.mat"
 
 
 def add_arguments(parser) -> None:

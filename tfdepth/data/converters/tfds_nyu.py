@@ -5,7 +5,7 @@ dataset (``tfds build nyu_depth_v2 --data_dir INPUT``) beforehand.
 TFDS examples are ``{'image': uint8 (480, 640, 3), 'depth': float16 (480, 640) metres}`` (built from
 the FastDepth .h5 tree; float16 keeps about 3 significant digits: 8 mm steps near 10 m). Splits:
 TFDS ``train`` -> ``train``, ``validation`` -> ``val``. TFDS data can only be read in order, so the
-engine shuffles it with seeded buckets (see :mod:`tfdepth.data.converters.base`).
+engine shuffles it with seeded buckets (see :mod:`tfdepth.data.converters.conversion`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from tfdepth.data.converters.base import LoadedSample, NyuSource
+from tfdepth.data.converters.source import LoadedSample, NyuSource
 from tfdepth.data.converters.errors import ConversionError, SampleError
-from tfdepth.data.converters.image_io import rgb_from_array
+from tfdepth.io.images import ImageReadError, rgb_from_array
 
 SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
 
@@ -75,11 +75,10 @@ class TfdsNyuSource(NyuSource):
             name = f"tfds {self.dataset}/{tfds_split}[{i}]"
             try:
                 yield example_to_sample(example, name)
-            except SampleError as e:  # the engine counts / stops on it like any bad sample
+            except (SampleError, ImageReadError) as e:  # the engine counts / stops on it like any bad sample
                 yield LoadedSample(name, None, None, error=str(e))
 
 
-HELP = "TFDS nyu_depth_v2 prepared in a data_dir (never downloads)"
 
 
 def add_arguments(parser) -> None:

@@ -1,7 +1,6 @@
-"""Decoders and heads: importing this package registers every decoder factory in ``DECODERS``.
+"""Decoders and heads. The names live in the catalogue, ``tfdepth.registries.DECODERS``.
 
-Registered: ``unet_transpose``, ``densedepth``, ``transpose5``, ``deeplabv3plus``, ``deeplabv2_sid``
-(see each module's docstring for the architecture, ``decoder_args`` and output resolution).
+Factories: ``unet_transpose`` (``unet.py``), ``densedepth``, ``transpose5``, ``deeplabv3plus``,
+``deeplabv2_sid`` (one module each; see each module's docstring for the architecture,
+``decoder_args`` and output resolution). Shared pieces: ``blocks.py``, ``heads.py``.
 """
-
-from tfdepth.models.decoders import deeplabv2_sid, deeplabv3plus, densedepth, transpose5, unet  # noqa: F401

@@ -35,7 +35,8 @@ Depth decoding (:class:`SIDDepth`, TFLite builtins only):
 Centres: ``tfdepth.sid.sid_bin_centres(K, alpha, beta, centre)``, ``centre`` = "geometric"
 (sqrt(t_l t_{l+1}), default) or "arithmetic" (DORN's (t_l + t_{l+1}) / 2).
 
-decoder_args: ``num_bins`` (71), ``alpha_m`` (1.0), ``beta_m`` (80.0), ``atrous_rates``
+decoder_args: ``num_bins`` (71), ``alpha_m`` (1.0), ``beta_m`` (80.0) (defaults ``tfdepth.sid``; these
+are the run's one SID setting: the ``sid_ce`` / ``sid_ordinal`` loss receives them), ``atrous_rates``
 ([6, 12, 18, 24]), ``branch_filters`` (0), ``dropout`` (0.5, ASPP-L branches only),
 ``logits_resolution`` ("input" | "feature"), ``inference`` ("argmax" | "expectation" | "ordinal"),
 ``centre`` ("geometric" | "arithmetic").
@@ -46,11 +47,17 @@ from __future__ import annotations
 import keras
 
 from tfdepth.models.decoders.blocks import BilinearResize, as_int_list, get_feature, static_hw
-from tfdepth.models.registry import DECODERS
-from tfdepth.sid import sid_bin_centres, sid_logits_to_depth
+from tfdepth.sid import (
+    DEFAULT_ALPHA_M,
+    DEFAULT_BETA_M,
+    DEFAULT_INFERENCE,
+    DEFAULT_K,
+    INFERENCE_MODES,
+    sid_bin_centres,
+    sid_logits_to_depth,
+)
 
 NAME = "deeplabv2_sid"
-INFERENCE_MODES = ("argmax", "expectation", "ordinal")
 LOGITS_RESOLUTIONS = ("input", "feature")
 
 
@@ -58,7 +65,8 @@ LOGITS_RESOLUTIONS = ("input", "feature")
 class SIDDepth(keras.layers.Layer):
     """``sid_logits`` [B, h, w, K] -> depth [B, h, w, 1] float32 metres from SID bin centres."""
 
-    def __init__(self, num_bins: int = 71, alpha_m: float = 1.0, beta_m: float = 80.0, inference: str = "argmax",
+    def __init__(self, num_bins: int = DEFAULT_K, alpha_m: float = DEFAULT_ALPHA_M, beta_m: float = DEFAULT_BETA_M,
+                 inference: str = DEFAULT_INFERENCE,
                  centre: str = "geometric", **kwargs):
         super().__init__(**kwargs)
         if inference not in INFERENCE_MODES:
@@ -113,19 +121,18 @@ def aspp_sum(x, num_classes: int, atrous_rates, branch_filters: int = 0, dropout
     return keras.layers.Add(dtype="float32", name=f"{name}_sum")(branches)
 
 
-@DECODERS.register(NAME)
 def deeplabv2_sid(
     features,
     image,
     max_depth_m: float,
-    num_bins: int = 71,
-    alpha_m: float = 1.0,
-    beta_m: float = 80.0,
+    num_bins: int = DEFAULT_K,
+    alpha_m: float = DEFAULT_ALPHA_M,
+    beta_m: float = DEFAULT_BETA_M,
     atrous_rates=(6, 12, 18, 24),
     branch_filters: int = 0,
     dropout: float = 0.5,
     logits_resolution: str = "input",
-    inference: str = "argmax",
+    inference: str = DEFAULT_INFERENCE,
     centre: str = "geometric",
 ):
     """Returns ``{"sid_logits": [B, h, w, K], "depth": [B, H, W, 1]}`` (float32; see module doc).

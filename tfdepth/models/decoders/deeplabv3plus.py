@@ -40,7 +40,6 @@ import keras
 
 from tfdepth.models.decoders.blocks import as_int_list, conv_bn_act, get_feature, resize_to, static_hw
 from tfdepth.models.decoders.heads import check_head_activation, depth_head
-from tfdepth.models.registry import DECODERS
 
 NAME = "deeplabv3plus"
 VARIANTS = ("baseline_plus", "original")
@@ -63,7 +62,6 @@ def aspp(x, atrous_rates, filters: int = 256, image_pooling: bool = True, dropou
     return y
 
 
-@DECODERS.register(NAME)
 def deeplabv3plus(
     features,
     image,

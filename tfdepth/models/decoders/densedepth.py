@@ -38,12 +38,10 @@ import keras
 
 from tfdepth.models.decoders.blocks import conv_bn_act, get_feature, resize_to, static_hw
 from tfdepth.models.decoders.heads import check_head_activation, depth_head
-from tfdepth.models.registry import DECODERS
 
 NAME = "densedepth"
 
 
-@DECODERS.register(NAME)
 def densedepth(
     features,
     image,

@@ -29,12 +29,10 @@ import keras
 
 from tfdepth.models.decoders.blocks import as_int_list, get_feature, match_size, static_hw
 from tfdepth.models.decoders.heads import DepthActivation, check_head_activation
-from tfdepth.models.registry import DECODERS
 
 NAME = "transpose5"
 
 
-@DECODERS.register(NAME)
 def transpose5(
     features,
     image,

@@ -27,12 +27,10 @@ import keras
 
 from tfdepth.models.decoders.blocks import as_int_list, conv_bn_act, get_feature, match_size, static_hw
 from tfdepth.models.decoders.heads import check_head_activation, depth_head
-from tfdepth.models.registry import DECODERS
 
 NAME = "unet_transpose"
 
 
-@DECODERS.register(NAME)
 def unet_transpose(
     features,
     image,

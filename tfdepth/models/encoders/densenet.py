@@ -32,7 +32,6 @@ from tfdepth.models.encoders.common import (
     freeze_stages,
     parse_freeze,
 )
-from tfdepth.models.registry import ENCODERS
 
 DENSENET169_FEATURES = {
     "P1": "conv1_relu",
@@ -57,7 +56,6 @@ def densenet_stage_of(layer_name: str) -> Optional[int]:
     return None
 
 
-@ENCODERS.register("densenet169")
 def densenet169(input_shape=(224, 224, 3), weights="none", output_stride=32, freeze="none") -> keras.Model:
     """DenseNet-169 encoder: RGB [B, H, W, 3] in [0, 1] -> dict P1..P5 (see the module docstring).
 

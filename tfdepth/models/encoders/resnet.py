@@ -38,7 +38,6 @@ from tfdepth.models.encoders.common import (
     freeze_stages,
     parse_freeze,
 )
-from tfdepth.models.registry import ENCODERS
 
 BASIC_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 BOTTLENECK_DEPTHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
@@ -217,10 +216,7 @@ def _make_factory(name: str):
     return factory
 
 
-for _name in (*BASIC_DEPTHS, *BOTTLENECK_DEPTHS):
-    ENCODERS.register(_name)(_make_factory(_name))
-
-resnet18 = ENCODERS.get("resnet18")
-resnet34 = ENCODERS.get("resnet34")
-resnet50 = ENCODERS.get("resnet50")
-resnet101 = ENCODERS.get("resnet101")
+resnet18 = _make_factory("resnet18")
+resnet34 = _make_factory("resnet34")
+resnet50 = _make_factory("resnet50")
+resnet101 = _make_factory("resnet101")

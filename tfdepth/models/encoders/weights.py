@@ -369,8 +369,7 @@ def convert_checkpoint(encoder: str, checkpoint, output, input_size: int = 224) 
     Builds the encoder with ``weights=checkpoint`` (every key checked), saves it with
     :func:`save_encoder_weights` and returns a summary dict (encoder, variant, tensors, output).
     """
-    from tfdepth.models.registry import ENCODERS
-    import tfdepth.models.encoders  # noqa: F401  (registers the factories)
+    from tfdepth.registries import ENCODERS
 
     if encoder not in ("resnet18", "resnet34", "resnet50", "resnet101"):
         raise ValueError(f"convert_checkpoint: encoder {encoder!r}; expected resnet18 / 34 / 50 / 101")
