@@ -8,14 +8,17 @@ raises :class:`ConfigError` naming the key, the value and what is allowed for
 * other enumerations: dataset, resize_mode, phase chunks, precision, crop, gt_resolution,
   best_metric (a lower-is-better metric), freeze, encoder_weights kinds, SID inference;
 * ``args`` of decoders, losses and schedules against their factories' parameters (read from source);
-* sizes (positive batch sizes, epochs, steps, input_size [H, W], shuffle buffer, ...), finite positive
-  learning rates, finite non-negative weights;
+* sizes (positive batch sizes, epochs, steps, input_size [H, W], shuffle buffer, ...; a phase may have
+  ``epochs: 0`` to skip it, but not every phase), finite positive learning rates, finite non-negative
+  weights;
 * consistency: a SID loss needs a SID decoder reading its logits the way the loss trains them; deep
   supervision needs auxiliary outputs; keys that moved (``model.max_depth_m``, a loss's
   ``max_depth_m`` or SID bins) name their one place.
 
 :func:`config_warnings` lists what is legal but probably unintended (a warm-up as long as its phase,
 validation less often than the run has epochs); ``load_config`` emits them as :class:`ConfigWarning`.
+Where they depend on the dataset's size (a tfrecord dataset), :func:`plan_warnings` checks them once the
+run's plan is known (``tfdepth.training.plan`` emits them, before the first step).
 """
 
 from __future__ import annotations
@@ -241,6 +244,10 @@ def check_train(train) -> None:
         _int_at_least(f"{key}.epochs", phase.epochs, 0)  # 0: the phase is skipped (--set train.phases.1.epochs=0)
         _one_of(f"{key}.chunks", phase.chunks, PHASE_CHUNKS)
         _check_schedule(f"{key}.schedule", phase.schedule)
+    if not any(phase.epochs for phase in train.phases):  # epochs: 0 skips a phase, but not every phase
+        raise ConfigError(f"train.phases[*].epochs: every phase has epochs: 0 "
+                          f"({', '.join(ph.name for ph in train.phases)}), so the run would train nothing; "
+                          "expected at least one phase with epochs >= 1 (epochs: 0 skips a phase)")
     opt = train.optimizer
     reg.OPTIMIZERS.check(opt.name, "train.optimizer.name")
     _finite("train.optimizer.weight_decay", opt.weight_decay, 0.0)
@@ -309,21 +316,49 @@ def _phase_steps(cfg, phase) -> Optional[int]:
     return phase.epochs * groups * per_group
 
 
+def _warmup_warning(p: int, warmup: int, steps: int, exact: bool) -> Optional[str]:
+    if warmup < steps:
+        return None
+    return (f"train.phases[{p}].schedule.args.warmup_steps = {warmup} is as long as the whole phase "
+            f"({'' if exact else 'about '}{steps} step(s)): the learning rate never leaves the warm-up")
+
+
+def _validation_warning(every: int, units: int) -> Optional[str]:
+    if not every or not 0 < units < every:
+        return None
+    return (f"train.validate_every_epochs = {every} but the run has {units} epoch(s): validation runs "
+            "only once, after the last")
+
+
+def _units_known_at_load(cfg) -> bool:
+    return cfg.data.dataset == "synthetic" or all(ph.chunks == "all" for ph in cfg.train.phases)
+
+
 def config_warnings(cfg) -> List[str]:
-    """Settings that are legal but probably not meant (each a one-line message)."""
+    """Settings that are legal but probably not meant (each a one-line message). What depends on the
+    dataset's size (a tfrecord dataset's steps or chunks) is checked by :func:`plan_warnings` instead."""
     out = []
     for p, phase in enumerate(cfg.train.phases):
         warmup = phase.schedule.args.get("warmup_steps")
         steps = _phase_steps(cfg, phase) if warmup and phase.epochs else None
-        if steps is not None and warmup >= steps:
-            out.append(f"train.phases[{p}].schedule.args.warmup_steps = {warmup} is as long as the whole phase "
-                       f"(about {steps} step(s)): the learning rate never leaves the warm-up")
-    chunks = cfg.data.synthetic.chunks if cfg.data.dataset == "synthetic" else None
-    every = cfg.train.validate_every_epochs
-    if every and (chunks is not None or all(ph.chunks == "all" for ph in cfg.train.phases)):
+        if steps is not None:
+            out.append(_warmup_warning(p, warmup, steps, exact=False))
+    if _units_known_at_load(cfg):
+        chunks = cfg.data.synthetic.chunks if cfg.data.dataset == "synthetic" else 1
         units = sum(ph.epochs * (chunks if ph.chunks == "each" else 1) for ph in cfg.train.phases)
-        if 0 < units < every:
-            out.append(f"train.validate_every_epochs = {every} but the run has {units} epoch(s): validation runs "
-                       "only once, after the last")
-    return out
+        out.append(_validation_warning(cfg.train.validate_every_epochs, units))
+    return [m for m in out if m]
 
+
+def plan_warnings(cfg, phase_steps: List[int], units: int) -> List[str]:
+    """The warnings of :func:`config_warnings` that load could not check because they depend on the
+    dataset's size, now that the plan (``tfdepth.training.plan``) knows ``phase_steps`` (the step count
+    of each phase) and ``units`` (the run's epoch units); those load did check are not repeated."""
+    out = []
+    for p, phase in enumerate(cfg.train.phases):
+        warmup = phase.schedule.args.get("warmup_steps")
+        if warmup and phase.epochs and _phase_steps(cfg, phase) is None:
+            out.append(_warmup_warning(p, warmup, phase_steps[p], exact=True))
+    if not _units_known_at_load(cfg):
+        out.append(_validation_warning(cfg.train.validate_every_epochs, units))
+    return [m for m in out if m]

@@ -3,8 +3,9 @@ dataset into tfdepth TFRecord shards + ``manifest.json`` (metres, range-checked,
 curriculum chunks). Formats: nyu-mat, nyu-densedepth, nyu-h5, tfds, kitti, folder; see
 ``python -m tfdepth.convert FORMAT --help`` and :mod:`tfdepth.data.converters`.
 
-Exit status: 0 converted (or already converted with identical arguments), 1 conversion error (the
-message names the file and what was expected), 2 usage error.
+Exit status: 0 converted (or already converted with identical arguments from unchanged inputs), 1
+conversion error (the message names the file and what was expected), 2 usage error or a refused
+operation (e.g. the input changed since the output was converted: --overwrite converts again).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--intrinsics", type=_intrinsics, default=None,
                        help="fx,fy,cx,cy in pixels for every sample (overrides the format's default)")
         p.add_argument("--overwrite", action="store_true", help="replace splits already converted in --output")
+        p.add_argument("--no-depth-check", action="store_true",
+                       help="convert even when the decoded depth's median looks implausible for the dataset kind "
+                            "(a wrong --depth-encoding); default: refuse, naming the preset that fits")
         p.add_argument("--name", default=None, help="dataset name in the manifest (default: the format)")
         module.add_arguments(p)
     return parser
@@ -72,15 +76,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from tfdepth.data.converters.conversion import convert, default_log
     from tfdepth.data.converters.errors import ConversionError
+    from tfdepth.errors import UserError
 
     try:
         source = DATASET_FORMATS.get(args.format).from_args(args, log=default_log)
         result = convert(source, args.output, chunks=args.chunks, shard_mb=args.shard_mb, workers=args.workers,
                          seed=args.seed, skip_bad=args.skip_bad, overwrite=args.overwrite,
-                         far_invalid=args.far_invalid, name=args.name)
+                         far_invalid=args.far_invalid, name=args.name, depth_check=not args.no_depth_check)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, UserError) else 1
     m = result.manifest
     if result.status == "converted":
         bad = m.get("bad_samples", {}).get("count", 0)

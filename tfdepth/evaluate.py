@@ -17,12 +17,13 @@ File formats (file mode):
 * 16-bit PNG (single channel): metres = value / S with S from ``--pred-scale`` / ``--gt-scale``
   (1000 for millimetres as NYU, 256 for KITTI). The scale is REQUIRED when PNGs are present: a
   guessed scale silently gives wrong numbers.
-* 8-bit PNG: refused unless ``--allow-8bit`` is given as well as the scale (8-bit depth is a coarse
-  quantisation, e.g. NYU's 0..255 -> 0..10 m is scale 25.5; it is easy to pass by mistake).
-* A value of 0 is invalid in every format; colour PNGs are refused.
+* 8-bit PNG: refused unless ``--allow-8bit`` is given as well as the scale (e.g. NYU's 0..255 -> 0..10 m
+  is scale 25.5). A value of 0 is invalid in every format; colour PNGs are refused.
 
-Errors name the file: unmatched stems (in either folder), unreadable files, size mismatches (or
-``--resize-pred`` to resize predictions bilinearly to the ground truth).
+Errors name the file: unmatched stems, unreadable files, size mismatches (or ``--resize-pred``), a scale
+that is not > 0, implausible ground truth for the protocol (with the usual scale that fits, e.g. NYU
+millimetres read with ``--gt-scale 256``), predictions more than 1 % NaN/inf, nothing scored; ``--force``
+scores implausible or non-finite files anyway, with a warning (non-finite pixels are always counted).
 
 Output: a table on stdout; ``--output`` writes JSON with ``overall`` and ``per_range`` (range label ->
 metrics, keys ``abs_rel sq_rel rmse rmse_log log10 silog d1 d2 d3 mae`` plus ``ssim`` with
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--allow-8bit", action="store_true", help="accept 8-bit PNGs (with an explicit scale)")
     files.add_argument("--resize-pred", action="store_true", help="resize predictions bilinearly to the ground truth")
     files.add_argument("--rgb", help="folder of RGB images (matched by stem) for the qualitative plot")
+    files.add_argument("--force", action="store_true", help="score implausible ground truth / NaN predictions anyway")
     common = parser.add_argument_group("both modes")
     common.add_argument("--protocol", choices=list(PROTOCOLS),
                         help="evaluation protocol (model mode default: eval.protocol; file mode: required)")
@@ -86,7 +88,7 @@ def _file_mode(args) -> Dict[str, object]:
     collector = PlotCollector(protocol) if args.plots else None
     result = evaluate_files(args.pred, args.gt, protocol, pred_scale=args.pred_scale, gt_scale=args.gt_scale,
                             pooled=args.pooled, with_ssim=args.ssim, resize_pred=args.resize_pred,
-                            allow_8bit=args.allow_8bit, on_sample=collector, rgb_dir=args.rgb)
+                            allow_8bit=args.allow_8bit, on_sample=collector, rgb_dir=args.rgb, force=args.force)
     if collector is not None:
         result["plots"] = collector.write(args.plots)
     return result
@@ -122,6 +124,8 @@ def main(argv=None) -> int:
         if not args.checkpoint:
             parser.error("give --checkpoint PATH (model mode) or --pred DIR --gt DIR (file mode)")
         result = _model_mode(args)
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(summary_line(result))
     print(format_table(result))
     if args.output:

@@ -337,7 +337,7 @@ class MetricAccumulator:
 
     Per-range entries restrict the valid pixels to gt in the range and average over the images that
     have pixels there (their ``count``); a range without any pixel has nan metrics. ``image`` is
-    accepted for API symmetry (qualitative plots live in ``tfdepth.plots``); SSIM of the depth maps
+    accepted for API symmetry (qualitative plots live in ``tfdepth.evaluation.plots``); SSIM of the depth maps
     is added as ``ssim`` when ``with_ssim=True`` (overall only).
     """
 

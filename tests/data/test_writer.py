@@ -57,8 +57,8 @@ def test_every_former_writer_goes_through_the_one_writer_with_one_layout(tmp_pat
             assert entry["count"] == manifest["counts"][split] == shards.split_count(manifest, split)
             assert entry["depth_stats"]["valid_pixels"] > 0 and entry["image_size"] == [16, 16]
         for shard in manifest["shards"]:
-            assert set(shard) == {"path", "count", "split", "chunk"} and shard["count"] >= 1
-            assert (directory / shard["path"]).is_file()
+            assert set(shard) == {"path", "count", "split", "chunk", "bytes", "sha256"} and shard["count"] >= 1
+            assert (directory / shard["path"]).stat().st_size == shard["bytes"]
         assert sorted(n for n in os.listdir(directory) if n.endswith(".tfrecord")) == \
             sorted(s["path"] for s in manifest["shards"])
     assert tiny["intrinsics"] == [40.0, 40.0, 8.0, 8.0]

@@ -9,12 +9,14 @@ iterator state can be checkpointed and restored exactly.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Iterable, Optional, Tuple
 
 import tensorflow as tf
 
 from tfdepth.config import AugmentConfig, DataConfig
 from tfdepth.data import records, shards
+from tfdepth.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -25,15 +27,36 @@ _CHANNEL_PERMUTATIONS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], 
 
 
 def resolve_dataset(data_cfg: DataConfig) -> Tuple[str, dict]:
-    """The dataset directory and its manifest; generates the synthetic dataset on first use."""
+    """The dataset directory and its manifest; generates the synthetic dataset on first use.
+
+    Every shard is checked against the manifest before anything is read (:func:`shards.verify_shards`:
+    file size, record count): a mismatch raises :class:`shards.ManifestError` naming the shard and
+    what was expected. A manifest without shard sizes (an older tfdepth) prints a one-line note."""
     if data_cfg.dataset == "synthetic":
         from tfdepth.data.synthetic.generate import ensure_synthetic_dataset  # the generator is only needed here
 
         manifest = ensure_synthetic_dataset(data_cfg.synthetic, data_cfg.data_dir)
-        return data_cfg.data_dir, manifest
-    if data_cfg.dataset == "tfrecord":
-        return data_cfg.data_dir, shards.read_manifest(data_cfg.data_dir)
-    raise ValueError(f"data.dataset must be 'synthetic' or 'tfrecord', got {data_cfg.dataset!r}")
+    elif data_cfg.dataset == "tfrecord":
+        manifest = shards.read_manifest(data_cfg.data_dir)
+    else:
+        raise ValueError(f"data.dataset must be 'synthetic' or 'tfrecord', got {data_cfg.dataset!r}")
+    for note in shards.verify_shards(data_cfg.data_dir, manifest):
+        print(f"note: {note}", file=sys.stderr)
+    return data_cfg.data_dir, manifest
+
+
+def read_error(error: Exception, data_dir: str, manifest: dict, split: str,
+               chunks: Optional[Iterable[int]] = None) -> UserError:
+    """The :class:`UserError` to raise for a ``tf.errors.DataLossError`` met while iterating a dataset
+    of ``split``: TensorFlow's message names neither the file nor the record, so each shard of the
+    split is read again on its own to find the first damaged one (and its record index)."""
+    for path in shards.shard_paths(data_dir, manifest, split, chunks):
+        problem = shards.first_unreadable_record(path)
+        if problem:
+            return UserError(f"{problem}; the shard is damaged: `python -m tfdepth.data.inspect {data_dir} --scan` "
+                             "names every bad shard, converting again rewrites them")
+    return UserError(f"reading split {split!r} of {data_dir} failed ({error}); every shard reads back on its own: "
+                     f"`python -m tfdepth.data.inspect {data_dir} --scan` checks them")
 
 
 def center_crop_to_aspect(image: tf.Tensor, depth: tf.Tensor, aspect_w_over_h: float) -> Tuple[tf.Tensor, tf.Tensor]:

@@ -15,7 +15,7 @@ Every dataset tfdepth writes goes through :class:`DatasetWriter`: the converters
 The manifest layout (the same for every source; :mod:`tfdepth.data.shards` documents the keys)::
 
     format_version, name, depth_scale, depth_range_m, image_size, intrinsics,
-    shards: [{path, count, split, chunk}], splits: {split: {count, chunks, depth_stats, depth_range_m,
+    shards: [{path, count, split, chunk, bytes, sha256}], splits: {split: {count, chunks, depth_stats, depth_range_m,
     image_size, intrinsics, bad_samples, far_pixels_invalidated, ...source extras}},
     counts: {split: records}, shuffle_seed, bad_samples: {count, files}, source
 

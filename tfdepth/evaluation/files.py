@@ -15,10 +15,23 @@ The files are decoded by :func:`tfdepth.io.depth.decode_scaled_depth` (a
 :class:`EvaluationFileError`, naming the file or folder: unmatched stems (in either folder),
 unreadable files, size mismatches (unless ``resize_pred``: predictions are then resized bilinearly
 to the ground truth).
+
+Nonsense is refused rather than scored (``force`` scores it anyway, with ``warnings`` in the result):
+
+* a scale that is not a finite number > 0 (``--gt-scale 0`` / ``-1`` / ``nan``);
+* implausible ground truth (:func:`implausible_depth`: more than 10 % of its valid pixels beyond the
+  protocol's maximum depth, or its median below a twentieth of it; ``none``: a median outside
+  0.01..1000 m), e.g. NYU millimetre PNGs read with ``--gt-scale 256``; the error names the file
+  and the usual scale (1000, 256, 5000) that makes it plausible;
+* a prediction with more than 1 % non-finite values at valid ground-truth pixels (they would be
+  scored as the protocol's clip limits, e.g. NaN as 1 mm); below that they are counted in
+  ``nonfinite_pred_pixels`` / ``nonfinite_pred_fraction`` of the result;
+* nothing scored (no ground-truth file has a valid pixel under the protocol).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -26,10 +39,16 @@ import numpy as np
 
 from tfdepth.errors import UserError
 from tfdepth.io.depth import decode_scaled_depth
-from tfdepth.metrics import MetricAccumulator, Protocol
+from tfdepth.metrics import MetricAccumulator, Protocol, valid_gt_mask
 
 DEPTH_SUFFIXES = (".npy", ".png")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
+USUAL_SCALES = (1000.0, 256.0, 5000.0)  # millimetres (NYU, SUN RGB-D, ScanNet), KITTI, TUM
+MAX_BEYOND_RANGE = 0.10  # fraction of valid ground truth beyond the protocol's max depth that is implausible
+NEAR_FRACTION = 1 / 20  # a median below this fraction of the protocol's max depth is implausible
+OPEN_MEDIAN_M = (0.01, 1000.0)  # plausible median for a protocol without a maximum depth (``none``)
+MAX_NONFINITE_FRACTION = 0.01  # of a prediction's valid pixels
+FORCE_HINT = "give --force to score it anyway"
 
 
 class EvaluationFileError(UserError, ValueError):
@@ -109,6 +128,89 @@ def load_rgb(path: str, shape: Tuple[int, int]) -> np.ndarray:
     return rgb
 
 
+def check_scale(flag: str, scale: Optional[float]) -> None:
+    """A depth scale must be a finite number > 0 (``flag`` names it in the error)."""
+    number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+    if scale is not None and not (number and math.isfinite(scale) and scale > 0):
+        shown = format(scale, "g") if number else repr(scale)
+        raise EvaluationFileError(f"{flag} {shown}: expected a finite number > 0 (metres = value / S: 1000 for "
+                                  "millimetres, 256 for KITTI, 5000 for TUM)")
+
+
+def _plausible_median_range(protocol: Protocol) -> Tuple[float, float]:
+    if math.isfinite(protocol.max_depth_m):
+        return protocol.max_depth_m * NEAR_FRACTION, protocol.max_depth_m
+    return OPEN_MEDIAN_M
+
+
+def implausible_depth(depth_m: np.ndarray, protocol: Protocol) -> Optional[str]:
+    """Why ``depth_m`` (metres, its finite values > 0 are valid) is implausible ground truth for
+    ``protocol`` (more than :data:`MAX_BEYOND_RANGE` of it beyond the protocol's maximum depth, or its
+    median below :data:`NEAR_FRACTION` of it; without a maximum: a median outside :data:`OPEN_MEDIAN_M`),
+    or None (also for a map without a valid pixel)."""
+    with np.errstate(invalid="ignore"):
+        valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
+    if valid.size == 0:
+        return None
+    median = float(np.median(valid))
+    low, high = _plausible_median_range(protocol)
+    if math.isfinite(protocol.max_depth_m):
+        beyond = float(np.mean(valid >= high))
+        if beyond > MAX_BEYOND_RANGE:
+            return (f"{beyond:.0%} of its valid pixels (median {median:.3g} m) lie beyond the {protocol.name} "
+                    f"protocol's {high:g} m maximum and would be dropped")
+        if median < low:
+            return (f"its median valid depth {median:.3g} m is implausibly near for the {protocol.name} protocol "
+                    f"(expected a median of at least {low:g} m)")
+    elif not low <= median <= high:
+        return f"its median valid depth {median:.3g} m is outside {low:g}..{high:g} m"
+    return None
+
+
+def likely_scale(depth_m: np.ndarray, scale: Optional[float], protocol: Protocol) -> Optional[Tuple[float, float]]:
+    """(scale, median metres) of the usual scale (:data:`USUAL_SCALES`) that makes the file's values
+    (``depth_m`` decoded with ``scale``; None: metres) plausible, the most typical median first; or None."""
+    raw = depth_m * (scale or 1.0)
+    low, high = _plausible_median_range(protocol)
+    centre = math.sqrt(low * high)
+    best = None
+    for candidate in USUAL_SCALES:
+        if candidate == scale or implausible_depth(raw / candidate, protocol) is not None:
+            continue
+        with np.errstate(invalid="ignore"):
+            median = float(np.median(raw[np.isfinite(raw) & (raw > 0)])) / candidate
+        if best is None or abs(math.log(median / centre)) < abs(math.log(best[1] / centre)):
+            best = (candidate, median)
+    return best
+
+
+def _implausible_message(gt_path: str, gt: np.ndarray, gt_scale: Optional[float], protocol: Protocol,
+                         reason: str) -> str:
+    png = gt_path.lower().endswith(".png")
+    guess = likely_scale(gt, gt_scale if png else None, protocol)
+    what = f"ground truth read with --gt-scale {gt_scale:g}" if png else "ground truth (.npy, metres)"
+    if guess is None:
+        hint = f"none of the usual scales ({', '.join(f'{s:g}' for s in USUAL_SCALES)}) makes it plausible"
+    elif png:
+        hint = f"with --gt-scale {guess[0]:g} its median would be {guess[1]:.2f} m: is that its encoding?"
+    else:
+        hint = f"its values / {guess[0]:g} would have a median of {guess[1]:.2f} m: saved in other units?"
+    return f"{gt_path}: implausible {what}: {reason}; {hint} ({FORCE_HINT})"
+
+
+def _nonfinite_message(pred_path: str, count: int, valid: int, protocol: Protocol) -> str:
+    return (f"{pred_path}: {count} of the prediction's {valid} valid pixels ({count / valid:.1%}) are NaN or "
+            f"infinite (more than {MAX_NONFINITE_FRACTION:.0%}); they would be scored as {protocol.pred_min_m:g} m "
+            f"(NaN, -inf) / {protocol.pred_max_m:g} m (+inf) ({FORCE_HINT})")
+
+
+def _summarise(messages: List[str], what: str) -> List[str]:
+    if not messages:
+        return []
+    more = f" (and {len(messages) - 1} more file(s))" if len(messages) > 1 else ""
+    return [f"scored despite {what} (--force): {messages[0].replace(f' ({FORCE_HINT})', '')}{more}"]
+
+
 def evaluate_files(
     pred_dir: str,
     gt_dir: str,
@@ -121,6 +223,7 @@ def evaluate_files(
     allow_8bit: bool = False,
     on_sample: Optional[Callable] = None,
     rgb_dir: Optional[str] = None,
+    force: bool = False,
 ) -> Dict[str, object]:
     """Scores prediction files against ground-truth files matched by stem; returns
     :meth:`tfdepth.metrics.MetricAccumulator.result`.
@@ -128,7 +231,14 @@ def evaluate_files(
     ``on_sample(rgb or None, pred_m, gt_m, name=stem)`` is called for every pair (e.g. a
     :class:`tfdepth.evaluation.report.PlotCollector`); ``rgb`` comes from ``rgb_dir`` (matched by
     stem; every ground-truth file then needs its picture), else None.
+
+    Implausible ground truth or a prediction with more than 1 % non-finite valid pixels is an
+    :class:`EvaluationFileError` naming the file, unless ``force`` (then ``warnings`` in the result says
+    so); the result also has ``nonfinite_pred_pixels`` (non-finite predictions at valid pixels, scored as
+    the protocol's clip limits) and ``nonfinite_pred_fraction`` (of ``pixels``). Nothing scored is an error.
     """
+    check_scale("--pred-scale", pred_scale)
+    check_scale("--gt-scale", gt_scale)
     pairs = match_files(pred_dir, gt_dir)
     rgb_index = index_folder(rgb_dir, IMAGE_SUFFIXES, "RGB") if rgb_dir else {}
     if rgb_dir:
@@ -137,8 +247,16 @@ def evaluate_files(
             raise EvaluationFileError(f"{rgb_dir}: no RGB image with the stem of {len(missing)} ground-truth "
                                       "file(s): " + _listing(missing))
     acc = MetricAccumulator(protocol, pooled=pooled, with_ssim=with_ssim)
+    implausible: List[str] = []
+    nonfinite_files: List[str] = []
+    nonfinite = 0
     for stem, pred_path, gt_path in pairs:
         gt = load_depth_file(gt_path, gt_scale, "ground truth", allow_8bit)
+        reason = implausible_depth(gt, protocol)
+        if reason is not None:
+            implausible.append(_implausible_message(gt_path, gt, gt_scale, protocol, reason))
+            if not force:
+                raise EvaluationFileError(implausible[-1])
         pred = load_depth_file(pred_path, pred_scale, "prediction", allow_8bit)
         if pred.shape != gt.shape:
             if not resize_pred:
@@ -146,11 +264,30 @@ def evaluate_files(
                     f"{pred_path}: prediction is {pred.shape[0]}x{pred.shape[1]} but ground truth {gt_path} is "
                     f"{gt.shape[0]}x{gt.shape[1]} (use --resize-pred to resize bilinearly)")
             pred = resize_bilinear(pred, gt.shape)
+        valid = valid_gt_mask(gt, protocol)
+        bad, count = int((~np.isfinite(pred) & valid).sum()), int(valid.sum())
+        nonfinite += bad
+        if bad > MAX_NONFINITE_FRACTION * count:
+            nonfinite_files.append(_nonfinite_message(pred_path, bad, count, protocol))
+            if not force:
+                raise EvaluationFileError(nonfinite_files[-1])
         acc.update(pred, gt)
         if on_sample is not None:
             on_sample(load_rgb(rgb_index[stem], gt.shape) if rgb_index else None, pred, gt, name=stem)
-    return acc.result()
+    result = acc.result()
+    if not result["count"]:
+        crop = f", crop {protocol.crop}" if protocol.crop != "none" else ""
+        raise EvaluationFileError(
+            f"{gt_dir}: nothing scored: none of the {len(pairs)} ground-truth file(s) has a valid pixel under the "
+            f"{protocol.name} protocol ({protocol.min_depth_m:g} < depth < {protocol.max_depth_m:g} m{crop}); "
+            "check --gt-scale, --protocol and --crop")
+    result["nonfinite_pred_pixels"] = nonfinite
+    result["nonfinite_pred_fraction"] = nonfinite / result["pixels"]
+    result["warnings"] = (_summarise(implausible, "implausible ground truth")
+                          + _summarise(nonfinite_files, "non-finite predictions"))
+    return result
 
 
-__all__ = ["DEPTH_SUFFIXES", "EvaluationFileError", "IMAGE_SUFFIXES", "evaluate_files",
-           "index_folder", "load_depth_file", "load_rgb", "match_files", "resize_bilinear"]
+__all__ = ["DEPTH_SUFFIXES", "EvaluationFileError", "IMAGE_SUFFIXES", "MAX_NONFINITE_FRACTION", "USUAL_SCALES",
+           "check_scale", "evaluate_files", "implausible_depth", "index_folder", "likely_scale", "load_depth_file",
+           "load_rgb", "match_files", "resize_bilinear"]

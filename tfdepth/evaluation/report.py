@@ -43,9 +43,13 @@ def write_json(result: Dict[str, object], path: str) -> None:
 
 
 def summary_line(result: Dict[str, object]) -> str:
-    """``protocol nyu (crop eigen), per-image averaging, 3 images``."""
+    """``protocol nyu (crop eigen), per-image averaging, 3 images`` (plus the non-finite prediction
+    pixels, scored at the protocol's clip limits, when the result counts any)."""
+    nonfinite = result.get("nonfinite_pred_pixels")
+    extra = (f", {nonfinite} non-finite prediction pixel(s) ({result['nonfinite_pred_fraction']:.2%} of the valid "
+             "ones) scored at the clip limits") if nonfinite else ""
     return (f"protocol {result['protocol']['name']} (crop {result['protocol']['crop']}), "
-            f"{result['averaging'].replace('_', '-')} averaging, {result['count']} images")
+            f"{result['averaging'].replace('_', '-')} averaging, {result['count']} images{extra}")
 
 
 def format_table(result: Dict[str, object]) -> str:
@@ -75,7 +79,7 @@ class PlotCollector:
     """
 
     def __init__(self, protocol: Protocol, samples: int = QUALITATIVE_SAMPLES):
-        from tfdepth.plots import ErrorByDepth
+        from tfdepth.evaluation.plots import ErrorByDepth
 
         width = protocol.max_depth_m / 40.0 if math.isfinite(protocol.max_depth_m) else 0.25
         self.protocol = protocol
@@ -92,7 +96,7 @@ class PlotCollector:
 
     def write(self, directory: str) -> List[str]:
         """Writes the figures (and ``error_vs_depth.json``) into ``directory``; returns the figures' paths."""
-        from tfdepth.plots import plot_error_vs_depth, plot_qualitative_grid
+        from tfdepth.evaluation.plots import plot_error_vs_depth, plot_qualitative_grid
 
         os.makedirs(directory, exist_ok=True)
         paths = [plot_error_vs_depth(self.errors, os.path.join(directory, "error_vs_depth.png"),

@@ -1,4 +1,5 @@
-"""``python -m tfdepth.measure --model PATH [--host 127.0.0.1] [--port 8080] [--max-upload-mb 20]``
+"""``python -m tfdepth.measure --model PATH [--host 127.0.0.1] [--port 8080] [--max-upload-mb 20]
+[--workers 2] [--queue 8]``
 
 Serves the measuring page for a trained model (a training workdir / checkpoint, a SavedModel or a
 .tflite file). Open the printed address in a browser, then open or drop a picture.
@@ -13,6 +14,8 @@ from tfdepth import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tfdepth.measure.server import DEFAULT_QUEUE, DEFAULT_WORKERS
+
     parser = argparse.ArgumentParser(prog="python -m tfdepth.measure", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="workdir / checkpoint, SavedModel dir, or .tflite file")
@@ -24,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-megapixels", type=float, default=50.0,
                         help="largest accepted picture in megapixels (default 50)")
     parser.add_argument("--keep", type=int, default=4, help="pictures held in memory at once (default 4)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"uploads processed at once (default {DEFAULT_WORKERS}; the model is CPU-bound)")
+    parser.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
+                        help=f"uploads waiting for a worker (default {DEFAULT_QUEUE}); more are answered "
+                             "503 + Retry-After")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels of your pictures: the page's default camera")
     group.add_argument("--fov", type=float, help="horizontal field of view in degrees: the page's default camera")
@@ -38,6 +46,8 @@ def main(argv=None) -> int:
         raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    if args.workers < 1 or args.queue < 0:
+        raise ValueError(f"--workers must be at least 1 and --queue at least 0, got {args.workers} and {args.queue}")
     from tfdepth.geometry import Intrinsics
     from tfdepth.serving.predictor import DepthPredictor
     from tfdepth.measure.app import MeasureApp
@@ -49,7 +59,8 @@ def main(argv=None) -> int:
                      max_pictures=args.keep, max_pixels=int(args.max_megapixels * 1e6), fixed_intrinsics=fixed,
                      fov_deg=args.fov)
     try:
-        server = MeasureServer(app, args.host, args.port, verbose=not args.quiet)
+        server = MeasureServer(app, args.host, args.port, verbose=not args.quiet, workers=args.workers,
+                               queue=args.queue)
     except OSError as e:
         raise ValueError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e}); try another --port") from None
     print(f"model: {predictor.describe()}")

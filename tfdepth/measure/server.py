@@ -1,7 +1,8 @@
-"""The measuring page's HTTP server: the standard library's ``ThreadingHTTPServer``, no framework.
+"""The measuring page's HTTP server: Starlette routes served by uvicorn (HTTP parsing, keep-alive and
+early answers are theirs; the page's logic is :mod:`tfdepth.measure.app`).
 
-Routes (all answers of ``/api/*`` are JSON unless said otherwise; errors are ``{"error": message}``
-with a 4xx status, and the server keeps serving)::
+Routes (all answers of ``/api/*`` are JSON unless said otherwise; errors are ``{"error": message,
+"status": code}`` with a 4xx/5xx status, and the server keeps serving)::
 
     GET  /                          the page (static/index.html), /static/app.js, /static/style.css
     GET  /api/info                  model, camera defaults, upload limit, protocols, colour map
@@ -17,23 +18,41 @@ with a 4xx status, and the server keeps serving)::
     GET  /api/gt/ID                 ground truth, float32 little-endian [H, W] metres
     GET  /api/metrics?id=ID&protocol=P[&crop=C]   the evaluate command's metrics for this picture
 
-Uploads larger than the limit get 413 and a message; nothing is written to disk. Bound to a loopback
-address, the server only answers requests whose ``Host`` is a loopback name (no DNS rebinding).
+Uploads are judged by their ``Content-Length`` before a byte of the body is read: missing (or
+chunked) gets 411, over the limit 413, malformed or negative 400 (from the HTTP parser, still as
+JSON). The refusal is sent at once; the bytes the client still sends are then dropped, never kept
+(see :class:`DrainingResponse`). Nothing is written to disk. Uploads (``/api/predict``, ``/api/gt``)
+run in a pool of ``workers`` threads, never on the event loop, with at most ``queue`` more
+waiting; beyond that the answer is 503 with ``Retry-After`` at once. Bound to a loopback address,
+the server only answers requests whose ``Host`` is a loopback name (no DNS rebinding).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import re
+import socket
 import sys
 import threading
-import traceback
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Optional, Tuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
+
+import h11
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tfdepth.measure.app import MeasureApp, RequestError
 
@@ -46,8 +65,19 @@ STATIC_FILES = {
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-DRAIN_LIMIT_BYTES = 512 * 1024 * 1024  # an over-limit upload up to this size is read and discarded
-_ID = r"([0-9a-f]{1,64})"
+# An upload refused before its body was read (too large, busy, ...) is answered at once; then, so that
+# a client that sends its whole body before reading (urllib, Python's http.client) gets that answer
+# rather than a reset, the bytes it still sends are read and dropped, at most this many in this time.
+# A larger declared body is answered and its connection closed.
+DRAIN_LIMIT_BYTES = 512 * 1024 * 1024
+DRAIN_TIMEOUT_S = 60
+DEFAULT_WORKERS = 2  # uploads processed at once (the model is CPU-bound)
+DEFAULT_QUEUE = 8  # uploads waiting for a worker; more get 503 + Retry-After
+RETRY_AFTER_S = 2
+GRACEFUL_SHUTDOWN_S = 5
+_ID = re.compile(r"[0-9a-f]{1,64}")
+BODY_READ = "tfdepth.measure.body_read"  # set in the request's scope once its body is being read
+JSON_TYPE = "application/json; charset=utf-8"
 
 
 def is_loopback(host: str) -> bool:
@@ -76,193 +106,338 @@ def clean_name(raw: Optional[str]) -> str:
     return name or "upload"
 
 
-class MeasureHandler(BaseHTTPRequestHandler):
-    """One request; ``self.server.app`` is the :class:`MeasureApp`."""
+# ---- responses -------------------------------------------------------------------------------------
 
-    server_version = "tfdepth-measure"
-    protocol_version = "HTTP/1.1"
 
-    # ---- plumbing --------------------------------------------------------------------------------
+def json_bytes(payload: dict) -> bytes:
+    return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-        if getattr(self.server, "verbose", True):
-            sys.stderr.write(f"[measure] {self.address_string()} {format % args}\n")
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: Optional[dict] = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        if content_type.startswith("text/html"):
-            self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-            self.send_header("Referrer-Policy", "no-referrer")
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+def reply(status: int, body: bytes, content_type: str, extra: Optional[dict] = None) -> Response:
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    if content_type.startswith("text/html"):
+        headers.update({"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"})
+    headers.update(extra or {})
+    return Response(body, status_code=status, headers=headers, media_type=content_type)
 
-    def _json(self, status: int, payload: dict) -> None:
-        body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
-        self._send(status, body, "application/json; charset=utf-8")
 
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message, "status": status})
+def json_reply(status: int, payload: dict, extra: Optional[dict] = None) -> Response:
+    return reply(status, json_bytes(payload), JSON_TYPE, extra)
 
-    def _query(self) -> dict:
-        return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()}
 
-    def _read_body(self, what: str) -> Tuple[bytes, str]:
-        """(the request body, the uploaded file's name); 411/413 as :class:`RequestError`."""
-        name = clean_name(self.headers.get("X-File-Name"))
-        length_text = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length_text is None:
-            self.close_connection = True
-            raise RequestError(f"{name}: the upload needs a Content-Length header (send the {what} file's bytes "
-                               "as the request body)", 411)
-        try:
-            length = int(length_text)
-        except ValueError:
-            self.close_connection = True
-            raise RequestError(f"bad Content-Length {length_text!r}", 400) from None
-        limit = self.server.app.max_upload_bytes
-        if length > limit:
-            self._discard(length)
-            raise RequestError(f"{name}: {length / 1e6:.1f} MB is over the upload limit of "
-                               f"{limit / 1e6:.1f} MB (start the server with --max-upload-mb to change it)", 413)
-        data = self.rfile.read(length)
-        self._body_read = True
-        if len(data) != length:
-            self.close_connection = True
-            raise RequestError(f"{name}: upload cut short ({len(data)} of {length} bytes)", 400)
-        content_type = self.headers.get("Content-Type", "")
-        if content_type.startswith("multipart/"):
-            raise RequestError(f"{name}: send the {what} file's raw bytes as the request body, not a multipart "
-                               "form (e.g. curl --data-binary @FILE)", 415)
-        return data, name
+def error_reply(status: int, message: str, extra: Optional[dict] = None) -> Response:
+    return json_reply(status, {"error": message, "status": status}, extra)
 
-    def _discard(self, length: int) -> None:
-        """Read and drop an over-limit body, so the client sees our answer rather than a reset."""
-        if length > DRAIN_LIMIT_BYTES:
-            self.close_connection = True
-            return
-        remaining = length
-        self._body_read = True
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 20))
-            if not chunk:
-                self.close_connection = True
-                break
-            remaining -= len(chunk)
 
-    def _check_host(self) -> bool:
-        if not self.server.loopback_only:
-            return True
-        if is_loopback(host_name(self.headers.get("Host"))):
-            return True
-        self.close_connection = True
-        self._error(HTTPStatus.FORBIDDEN, "this server answers only requests addressed to a loopback name "
-                                          "(http://127.0.0.1 or http://localhost)")
-        return False
+def array_reply(data: bytes, size) -> Response:
+    return reply(200, data, "application/octet-stream",
+                 {"X-Depth-Height": str(size[0]), "X-Depth-Width": str(size[1]), "X-Depth-Dtype": "float32"})
 
-    def _dispatch(self, routes) -> None:
-        self._body_read = False
-        if not self._check_host():
-            return
-        path = urlsplit(self.path).path
-        try:
-            for pattern, handler in routes:
-                match = re.fullmatch(pattern, path)
-                if match:
-                    handler(*match.groups())
+
+class DrainingResponse(Response):
+    """The whole answer sent at once, then the unread request body dropped as it arrives (never kept;
+    bounded by ``limit`` bytes and :data:`DRAIN_TIMEOUT_S`) before the response is closed."""
+
+    def __init__(self, response: Response, limit: int):
+        super().__init__(response.body, status_code=response.status_code)
+        self.raw_headers = response.raw_headers
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+
+        async def drain():
+            dropped = 0
+            while dropped <= self.limit:
+                message = await receive()
+                if message["type"] != "http.request":
                     return
-            raise RequestError(f"no such page or API: {self.command} {path}", 404)
-        except RequestError as e:
-            if self.command == "POST" and not self._body_read:
-                self.close_connection = True  # an unread body must not be taken for the next request
-            self._error(e.status, str(e))
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as e:  # noqa: BLE001 - the server keeps serving; the page shows the message
-            traceback.print_exc(file=sys.stderr)
-            if self.command == "POST" and not self._body_read:
-                self.close_connection = True
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(e).__name__}: {e}")
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
-    # ---- routes ----------------------------------------------------------------------------------
+        try:
+            await asyncio.wait_for(drain(), DRAIN_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            pass
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        self._dispatch([
-            (r"/|/index\.html", lambda: self._static("index.html")),
-            (r"/static/([A-Za-z0-9_.-]+)", self._static),
-            (r"/favicon\.ico", lambda: self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")),
-            (r"/api/info", lambda: self._json(HTTPStatus.OK, self.server.app.info())),
-            (rf"/api/depth/{_ID}", lambda i: self._array(*self.server.app.depth_bytes(i))),
-            (rf"/api/gt/{_ID}", lambda i: self._array(*self.server.app.gt_bytes(i))),
-            (rf"/api/image/{_ID}", lambda i: self._send(HTTPStatus.OK, self.server.app.display_png(i), "image/png")),
-            (rf"/api/color/{_ID}/(pred|gt)",
-             lambda i, which: self._send(HTTPStatus.OK, self.server.app.color_png(i, which), "image/png")),
-            (r"/api/metrics", self._metrics),
-        ])
 
-    def do_HEAD(self):  # noqa: N802
-        self.do_GET()
+class BusyError(RequestError):
+    """Every worker and queue place is taken: 503 with ``Retry-After``."""
 
-    def do_POST(self):  # noqa: N802
-        self._dispatch([
-            (r"/api/predict", self._predict),
-            (r"/api/gt", self._ground_truth),
-        ])
+    def __init__(self, message: str):
+        super().__init__(message, 503)
 
-    def _static(self, name: str) -> None:
+
+# ---- the upload gate -------------------------------------------------------------------------------
+
+
+class UploadGate:
+    """At most ``workers`` uploads processed at once (in a thread pool, off the event loop) and at most
+    ``queue`` more admitted and waiting; the rest are refused at once. Used only on the event loop."""
+
+    def __init__(self, workers: int = DEFAULT_WORKERS, queue: int = DEFAULT_QUEUE):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if queue < 0:
+            raise ValueError(f"queue must be 0 or more, got {queue}")
+        self.workers, self.queue = int(workers), int(queue)
+        self.admitted = 0
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="tfdepth-measure-worker")
+
+    def enter(self) -> None:
+        """Take a place or raise :class:`BusyError` (before the upload's body is read)."""
+        if self.admitted >= self.workers + self.queue:
+            raise BusyError(f"the server is busy ({self.workers} uploads being processed and {self.queue} waiting); "
+                            f"try again in {RETRY_AFTER_S} s")
+        self.admitted += 1
+
+    def leave(self) -> None:
+        self.admitted -= 1
+
+    async def run(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(function, *args))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# ---- the routes ------------------------------------------------------------------------------------
+
+
+def upload_length(request: Request, what: str, limit: int) -> Tuple[int, str]:
+    """(the declared body length, the uploaded file's name), judged from the headers alone."""
+    name = clean_name(request.headers.get("x-file-name"))
+    length_text = request.headers.get("content-length")
+    if "chunked" in request.headers.get("transfer-encoding", "").lower() or length_text is None:
+        raise RequestError(f"{name}: the upload needs a Content-Length header (send the {what} file's bytes "
+                           "as the request body)", 411)
+    if not length_text.strip().isdigit():  # the HTTP parser already refuses these; never read such a body
+        raise RequestError(f"bad Content-Length {length_text!r}: expected the body's size in bytes", 400)
+    length = int(length_text)
+    if length > limit:
+        raise RequestError(f"{name}: {length / 1e6:.1f} MB is over the upload limit of {limit / 1e6:.1f} MB "
+                           "(start the server with --max-upload-mb to change it)", 413)
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        raise RequestError(f"{name}: send the {what} file's raw bytes as the request body, not a multipart "
+                           "form (e.g. curl --data-binary @FILE)", 415)
+    return length, name
+
+
+async def read_upload(request: Request, what: str, limit: int) -> Tuple[bytes, str]:
+    length, name = upload_length(request, what, limit)
+    request.scope[BODY_READ] = True
+    chunks, received = [], 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > length:  # the parser holds the body to its length; never trust it blindly
+            raise RequestError(f"{name}: the body is longer than its Content-Length ({length} bytes)", 400)
+        chunks.append(chunk)
+    if received != length:
+        raise RequestError(f"{name}: upload cut short ({received} of {length} bytes)", 400)
+    return b"".join(chunks), name
+
+
+def build_routes(app: MeasureApp, gate: UploadGate):
+    """The Starlette routes over ``app``; every blocking call runs in a thread."""
+
+    def picture_id(request: Request) -> str:
+        value = request.path_params["picture_id"]
+        if not _ID.fullmatch(value):
+            raise RequestError(f"no such page or API: {request.method} {request.url.path}", 404)
+        return value
+
+    def query(request: Request) -> dict:
+        return dict(request.query_params)
+
+    async def page(request: Request) -> Response:
+        return await static_file("index.html")
+
+    async def static(request: Request) -> Response:
+        return await static_file(request.path_params["name"])
+
+    async def static_file(name: str) -> Response:
         if name not in STATIC_FILES:
             raise RequestError(f"no such file: /static/{name}", 404)
-        self._send(HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), STATIC_FILES[name])
+        return reply(200, await run_in_threadpool((STATIC_DIR / name).read_bytes), STATIC_FILES[name])
 
-    def _array(self, data: bytes, size) -> None:
-        self._send(HTTPStatus.OK, data, "application/octet-stream",
-                   {"X-Depth-Height": str(size[0]), "X-Depth-Width": str(size[1]), "X-Depth-Dtype": "float32"})
+    async def favicon(request: Request) -> Response:
+        return reply(204, b"", "image/x-icon")
 
-    def _predict(self) -> None:
-        data, name = self._read_body("picture")
-        self._json(HTTPStatus.OK, self.server.app.predict(data, name))
+    async def info(request: Request) -> Response:
+        return json_reply(200, await run_in_threadpool(app.info))
 
-    def _ground_truth(self) -> None:
-        query = self._query()
-        data, name = self._read_body("ground-truth depth")
-        if not query.get("id"):
-            raise RequestError("open a picture first: ground truth belongs to a picture (missing id)")
-        result = self.server.app.set_ground_truth(
-            query["id"], data, name, query.get("scale"), query.get("protocol", "nyu"), query.get("crop") or None,
-            query.get("allow_8bit", "") in ("1", "true", "on"))
-        self._json(HTTPStatus.OK, result)
+    async def depth(request: Request) -> Response:
+        return array_reply(*await run_in_threadpool(app.depth_bytes, picture_id(request)))
 
-    def _metrics(self) -> None:
-        query = self._query()
-        if not query.get("id"):
+    async def gt_depth(request: Request) -> Response:
+        return array_reply(*await run_in_threadpool(app.gt_bytes, picture_id(request)))
+
+    async def image(request: Request) -> Response:
+        return reply(200, await run_in_threadpool(app.display_png, picture_id(request)), "image/png")
+
+    async def color(request: Request) -> Response:
+        data = await run_in_threadpool(app.color_png, picture_id(request), request.path_params["which"])
+        return reply(200, data, "image/png")
+
+    async def metrics(request: Request) -> Response:
+        q = query(request)
+        if not q.get("id"):
             raise RequestError("missing id")
-        self._json(HTTPStatus.OK, self.server.app.metrics(query["id"], query.get("protocol", "nyu"),
-                                                          query.get("crop") or None))
+        result = await run_in_threadpool(app.metrics, q["id"], q.get("protocol", "nyu"), q.get("crop") or None)
+        return json_reply(200, result)
+
+    async def predict(request: Request) -> Response:
+        upload_length(request, "picture", app.max_upload_bytes)  # refuse before taking a place
+        gate.enter()
+        try:
+            data, name = await read_upload(request, "picture", app.max_upload_bytes)
+            return json_reply(200, await gate.run(app.predict, data, name))
+        finally:
+            gate.leave()
+
+    async def ground_truth(request: Request) -> Response:
+        q = query(request)
+        upload_length(request, "ground-truth depth", app.max_upload_bytes)
+        gate.enter()
+        try:
+            data, name = await read_upload(request, "ground-truth depth", app.max_upload_bytes)
+            if not q.get("id"):
+                raise RequestError("open a picture first: ground truth belongs to a picture (missing id)")
+            result = await gate.run(app.set_ground_truth, q["id"], data, name, q.get("scale"),
+                                    q.get("protocol", "nyu"), q.get("crop") or None,
+                                    q.get("allow_8bit", "") in ("1", "true", "on"))
+            return json_reply(200, result)
+        finally:
+            gate.leave()
+
+    return [
+        Route("/", page, methods=["GET"]),
+        Route("/index.html", page, methods=["GET"]),
+        Route("/static/{name}", static, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+        Route("/api/info", info, methods=["GET"]),
+        Route("/api/depth/{picture_id}", depth, methods=["GET"]),
+        Route("/api/gt/{picture_id}", gt_depth, methods=["GET"]),
+        Route("/api/image/{picture_id}", image, methods=["GET"]),
+        Route("/api/color/{picture_id}/{which:str}", color, methods=["GET"]),
+        Route("/api/metrics", metrics, methods=["GET"]),
+        Route("/api/predict", predict, methods=["POST"]),
+        Route("/api/gt", ground_truth, methods=["POST"]),
+    ]
 
 
-class MeasureServer(ThreadingHTTPServer):
-    """A threading HTTP server holding the :class:`MeasureApp`."""
+def build_asgi(app: MeasureApp, gate: UploadGate, loopback_only: bool = True, verbose: bool = False):
+    """The ASGI application: routes, JSON errors, the loopback ``Host`` check and the request log."""
 
-    daemon_threads = True
-    allow_reuse_address = True
+    async def request_error(request: Request, exc: RequestError) -> Response:
+        extra = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, BusyError) else {}
+        if request.method != "POST" or request.scope.get(BODY_READ):
+            return error_reply(exc.status, str(exc), extra)
+        # Refused before its body was read: answer now, then drop what is still sent (or close).
+        declared = request.headers.get("content-length", "")
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+        if not chunked and not (declared.isdigit() and int(declared) > 0):
+            return error_reply(exc.status, str(exc), extra)
+        if not chunked and int(declared) > DRAIN_LIMIT_BYTES:
+            return error_reply(exc.status, str(exc), {**extra, "Connection": "close"})
+        return DrainingResponse(error_reply(exc.status, str(exc), extra),
+                                DRAIN_LIMIT_BYTES if chunked else int(declared))
 
-    def __init__(self, app: MeasureApp, host: str = "127.0.0.1", port: int = 8080, verbose: bool = True):
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            return error_reply(404, f"no such page or API: {request.method} {request.url.path}")
+        return error_reply(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette re-raises after this answer and uvicorn logs the traceback; the server keeps serving.
+        return error_reply(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        return error_reply(400, "the client went away before its upload arrived")
+
+    routes = Starlette(routes=build_routes(app, gate), exception_handlers={
+        RequestError: request_error, HTTPException: http_error, ClientDisconnect: client_gone,
+        Exception: internal_error})
+    return Guard(routes, loopback_only, verbose)
+
+
+class Guard:
+    """ASGI wrapper: refuses a non-loopback ``Host`` (when bound to loopback) and logs each request."""
+
+    def __init__(self, app, loopback_only: bool, verbose: bool):
+        self.app, self.loopback_only, self.verbose = app, loopback_only, verbose
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = [0]
+
+        async def logged_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        if self.loopback_only and not is_loopback(host_name(Headers(scope=scope).get("host"))):
+            response = error_reply(403, "this server answers only requests addressed to a loopback name "
+                                        "(http://127.0.0.1 or http://localhost)", {"Connection": "close"})
+            await response(scope, receive, logged_send)
+        else:
+            await self.app(scope, receive, logged_send)
+        if self.verbose:
+            client = (scope.get("client") or ("-",))[0]
+            sys.stderr.write(f"[measure] {client} \"{scope['method']} {scope['path']}\" {status[0]}\n")
+
+
+class JsonErrorProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, whose answer to a request it cannot parse (``Content-Length: -1``,
+    a broken request line) is the page's JSON error instead of plain text; the body is never read."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json_bytes({"error": "malformed HTTP request (e.g. a Content-Length that is not the body's size "
+                                    "in bytes); nothing of its body was read", "status": 400})
+        headers = [(b"content-type", JSON_TYPE.encode()), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                      h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+
+# ---- the server ------------------------------------------------------------------------------------
+
+
+class MeasureServer:
+    """The :class:`MeasureApp` served by uvicorn on a socket bound here (so a busy port fails at once
+    and port 0 is known before serving). ``serve_forever()`` blocks; ``shutdown()`` (from another
+    thread) stops it; ``server_close()`` frees the socket and the worker threads."""
+
+    def __init__(self, app: MeasureApp, host: str = "127.0.0.1", port: int = 8080, verbose: bool = True,
+                 workers: int = DEFAULT_WORKERS, queue: int = DEFAULT_QUEUE):
         self.app = app
         self.verbose = verbose
         self.loopback_only = is_loopback(host)
-        if ":" in host:  # an IPv6 address
-            import socket
-
-            self.address_family = socket.AF_INET6
-        super().__init__((host, port), MeasureHandler)
+        self.gate = UploadGate(workers, queue)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.socket.listen(2048)
+        except OSError:
+            self.socket.close()
+            self.gate.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        config = uvicorn.Config(build_asgi(app, self.gate, self.loopback_only, verbose), http=JsonErrorProtocol,
+                                ws="none", lifespan="off", loop="asyncio", log_config=None, access_log=False,
+                                server_header=False, headers=[("Server", "tfdepth-measure")],
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        self._uvicorn = uvicorn.Server(config)
+        self._stopped = threading.Event()
+        self._stopped.set()
 
     @property
     def url(self) -> str:
@@ -270,14 +445,43 @@ class MeasureServer(ThreadingHTTPServer):
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/"
 
+    @property
+    def started(self) -> bool:
+        return self._uvicorn.started
 
-def start_in_thread(app: MeasureApp, host: str = "127.0.0.1", port: int = 0, verbose: bool = False
-                    ) -> Tuple[MeasureServer, threading.Thread]:
-    """Serve in a daemon thread (tests, notebooks); stop with ``server.shutdown(); server.server_close()``."""
-    server = MeasureServer(app, host, port, verbose)
+    def serve_forever(self) -> None:
+        self._stopped.clear()
+        try:
+            self._uvicorn.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
+
+    def shutdown(self, timeout: float = GRACEFUL_SHUTDOWN_S + 10) -> None:
+        """Ask ``serve_forever`` to return and wait (at most ``timeout`` seconds) until it has."""
+        self._uvicorn.should_exit = True
+        self._stopped.wait(timeout)
+
+    def server_close(self) -> None:
+        self.socket.close()
+        self.gate.close()
+
+
+def start_in_thread(app: MeasureApp, host: str = "127.0.0.1", port: int = 0, verbose: bool = False,
+                    workers: int = DEFAULT_WORKERS, queue: int = DEFAULT_QUEUE,
+                    start_timeout: float = 30.0) -> Tuple[MeasureServer, threading.Thread]:
+    """Serve in a daemon thread (tests, notebooks), returning once it answers; stop with
+    ``server.shutdown(); server.server_close()``."""
+    server = MeasureServer(app, host, port, verbose, workers, queue)
     thread = threading.Thread(target=server.serve_forever, name="tfdepth-measure", daemon=True)
     thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.shutdown(timeout=1)
+            server.server_close()
+            raise RuntimeError(f"the measure server on {server.url} did not start")
+        time.sleep(0.01)
     return server, thread
 
 
-__all__ = ["MeasureHandler", "MeasureServer", "start_in_thread", "is_loopback", "host_name", "clean_name"]
+__all__ = ["MeasureServer", "UploadGate", "build_asgi", "start_in_thread", "is_loopback", "host_name", "clean_name"]

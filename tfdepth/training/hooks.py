@@ -160,10 +160,13 @@ class CheckpointHook(Hook):
         self.every, self.distributed = every, distributed
 
     def save(self, iterator=None) -> str:
-        """Checkpoint (numbered by global step) and history; with ``iterator``, a mid-epoch save."""
-        path = self.checkpoints.save(int(self.global_step.numpy()), iterator)
+        """History, then the checkpoint (numbered by global step); with ``iterator``, a mid-epoch save.
+
+        History first: a run killed between the two leaves records beyond the previous checkpoint,
+        which the resumed run drops (it truncates the history to its checkpoint's step), never a
+        checkpoint whose steps the history lacks."""
         self.history.save()
-        return path
+        return self.checkpoints.save(int(self.global_step.numpy()), iterator)
 
     def on_step_end(self, step):
         if self.every and step.global_step % self.every == 0 and not step.last_of_unit:

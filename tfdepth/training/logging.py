@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tfdepth.io.colormap import TABLE_SIZE, colorbar_panel, colormap_table
 from tfdepth.io.files import write_json
+from tfdepth.training.errors import TrainingError
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -71,8 +72,18 @@ class History:
         self.path = path
         self.data = {"steps": [], "epochs": []}
         if os.path.isfile(path):
-            with open(path) as f:
-                self.data = json.load(f)
+            try:
+                with open(path) as f:
+                    self.data = json.load(f)
+                ok = isinstance(self.data, dict) and all(isinstance(self.data.get(k), list)
+                                                         for k in ("steps", "epochs"))
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                ok, reason = False, f"{type(e).__name__}: {e}"
+            else:
+                reason = 'expected a JSON object with "steps" and "epochs" lists'
+            if not ok:
+                raise TrainingError(f"{path}: unreadable training history ({reason}); move it aside to resume "
+                                    "with a new history, or use a new --workdir")
 
     def truncate_to_step(self, global_step: int) -> None:
         """Drop records beyond ``global_step`` (written after the checkpoint a resumed run starts from)."""

@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfdepth.config import ExperimentConfig
-from tfdepth.training.checkpoint import RunCheckpoints, check_or_save_config
+from tfdepth.data import pipeline
+from tfdepth.training.checkpoint import RunCheckpoints, WorkdirLock, check_or_save_config
 from tfdepth.training.hooks import (BestModelHook, CheckpointHook, EpochEnd, HistoryHook, Hook, ImageSummaryHook,
                                     LoggingHook, NonFiniteGuard, StepEnd, ValidationHook)
 from tfdepth.training.logging import History
@@ -36,8 +37,10 @@ class Trainer:
 
     Public attributes: ``train_step`` (:class:`TrainStep`: model, optimiser, strategy, global step),
     ``units`` (the plan), ``position``, ``best_value``, ``history``, ``checkpoints``, ``validator``,
-    ``hooks``, ``nonfinite`` (:class:`NonFiniteGuard`), ``is_chief``. ``hooks`` given here run after
-    the default ones.
+    ``hooks``, ``nonfinite`` (:class:`NonFiniteGuard`), ``is_chief``, ``lock`` (the workdir's
+    :class:`~tfdepth.training.checkpoint.WorkdirLock`, held from construction until :meth:`run` ends:
+    a second Trainer on the same workdir meanwhile raises ``TrainingError``). ``hooks`` given here run
+    after the default ones.
     """
 
     def __init__(self, cfg: ExperimentConfig, workdir: str, log_stream=None, hooks: Sequence[Hook] = ()):
@@ -48,13 +51,23 @@ class Trainer:
         # First: MultiWorkerMirroredStrategy must configure collectives before any other TF op runs.
         strategy = make_strategy(tcfg.strategy)
         os.makedirs(workdir, exist_ok=True)
-        check_or_save_config(cfg, workdir)
-        self.train_step = step = TrainStep(cfg, strategy)
         self.is_chief = is_chief(strategy)
         # Every worker of a multi-worker run saves (saving is collective); non-chief workers write to
         # a scratch directory of their own, the chief to the workdir.
         self.save_dir = workdir if self.is_chief else os.path.join(
             workdir, f".worker{strategy.cluster_resolver.task_id}")
+        # One run per workdir: a second one is refused before it writes anything (released by run()).
+        self.lock = WorkdirLock(self.save_dir)
+        try:
+            self._build(cfg, workdir, strategy, hooks)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, cfg: ExperimentConfig, workdir: str, strategy, hooks: Sequence[Hook]) -> None:
+        tcfg = cfg.train
+        check_or_save_config(cfg, workdir)
+        self.train_step = step = TrainStep(cfg, strategy)
         self.units = plan_units(cfg, step.manifest)
         with strategy.scope():
             # (unit index, step within unit) of the next step to run.
@@ -83,15 +96,24 @@ class Trainer:
     def _restore(self):
         """Restore the latest checkpoint, if any; returns its prefix (None for a fresh run)."""
         latest = self.checkpoints.restore_latest()
+        # history.json is saved before each checkpoint: drop what a run killed after the history save
+        # (before its checkpoint) recorded beyond the checkpoint resumed from (everything, without one).
+        self.history.truncate_to_step(int(self.train_step.global_step.numpy()) if latest else 0)
         if latest:
             unit, step = (int(v) for v in self.position.numpy())
             global_step = int(self.train_step.global_step.numpy())
-            self.history.truncate_to_step(global_step)
             print(f"resumed from {latest}: global step {global_step}, unit {unit} step {step}", file=self.log)
         return latest
 
     def run(self) -> dict:
-        """Train all remaining units, then evaluate; returns the final metrics dict (also metrics.json)."""
+        """Train all remaining units, then evaluate; returns the final metrics dict (also metrics.json).
+        Releases the workdir's lock when it returns or raises."""
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> dict:
         train_step, tcfg = self.train_step, self.cfg.train
         resume = self._restore()
         start_unit, start_step = (int(v) for v in self.position.numpy())
@@ -117,7 +139,11 @@ class Trainer:
             for index in range(first_step, unit.steps):
                 lr = unit.learning_rate(index)
                 train_step.set_learning_rate(lr)
-                image, depth = next(iterator)
+                try:
+                    image, depth = next(iterator)
+                except tf.errors.DataLossError as e:  # name the damaged shard (TensorFlow's message does not)
+                    raise pipeline.read_error(e, train_step.data_dir, train_step.manifest,
+                                              self.cfg.data.train_split, unit.chunks) from None
                 loss, terms, finite = train_step(image, depth)
                 global_step = int(train_step.global_step.numpy())
                 loss_value = float(loss)

@@ -9,9 +9,11 @@ schedule at the step's index within its phase.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Callable, List, Optional
 
 from tfdepth.config import ExperimentConfig
+from tfdepth.config_checks import ConfigWarning, plan_warnings
 from tfdepth.data import pipeline, shards
 from tfdepth.errors import ConfigError
 from tfdepth.training.schedules import build_schedule
@@ -43,11 +45,14 @@ class EpochUnit:
 
 
 def plan_units(cfg: ExperimentConfig, manifest: dict) -> List[EpochUnit]:
-    """The ordered epoch units of the run, with step counts from the manifest's shard counts."""
+    """The ordered epoch units of the run, with step counts from the manifest's shard counts; warns
+    (:class:`ConfigWarning`) about what load could not check without the dataset's size (a warm-up as
+    long as its phase, validation less often than the run has epochs)."""
     tcfg = cfg.train
     split = cfg.data.train_split
     num_chunks = shards.num_chunks(manifest, split)
     units: List[EpochUnit] = []
+    phase_steps: List[int] = []
     for p, phase in enumerate(tcfg.phases):
         if phase.chunks == "each":
             groups = [[c] for c in range(num_chunks)]
@@ -68,6 +73,7 @@ def plan_units(cfg: ExperimentConfig, manifest: dict) -> List[EpochUnit]:
             for e in range(phase.epochs):
                 phase_units.append(dict(chunks=group, epoch=e, steps=steps, offset=offset))
                 offset += steps
+        phase_steps.append(offset)
         schedule = build_schedule(phase.schedule.name, phase.schedule.lr, offset, phase.schedule.args)
         for u in phase_units:
             units.append(EpochUnit(
@@ -75,4 +81,6 @@ def plan_units(cfg: ExperimentConfig, manifest: dict) -> List[EpochUnit]:
                 chunks=u["chunks"], chunk_label="all" if u["chunks"] is None else str(u["chunks"][0]),
                 epoch=u["epoch"], steps=u["steps"], phase_step_offset=u["offset"], phase_steps=offset,
                 schedule=schedule))
+    for message in plan_warnings(cfg, phase_steps, len(units)):
+        warnings.warn(message, ConfigWarning, stacklevel=2)
     return units

@@ -17,6 +17,9 @@ import tensorflow as tf
 
 from tfdepth.config import ExperimentConfig
 from tfdepth.data import pipeline
+from tfdepth.losses import build_loss
+from tfdepth.models.build import build_model
+from tfdepth.sid import sid_bins
 from tfdepth.training.optimizers import build_optimizer, set_learning_rate
 from tfdepth.training.plan import EpochUnit
 from tfdepth.training.strategy import make_strategy
@@ -40,10 +43,6 @@ class TrainStep:
     """
 
     def __init__(self, cfg: ExperimentConfig, strategy: Optional[tf.distribute.Strategy] = None):
-        from tfdepth.losses import build_loss
-        from tfdepth.sid import sid_bins
-        from tfdepth.models.build import build_model
-
         tcfg = cfg.train
         self.cfg = cfg
         self.strategy = strategy if strategy is not None else make_strategy(tcfg.strategy)

@@ -13,7 +13,10 @@ A format is a :class:`~tfdepth.data.converters.source.Source` subclass that list
    valid depths (> 0, finite) must lie in ``(0, max_depth_m]`` and none may be negative; a map with no
    valid pixel is bad. Any failure names the file; it stops the run unless ``skip_bad``, which logs the
    sample and counts it in the manifest (``bad_samples``). ``far_invalid`` instead turns depths beyond
-   ``max_depth_m`` into 0 (counted as ``far_pixels_invalidated``).
+   ``max_depth_m`` into 0 (counted as ``far_pixels_invalidated``). The median depth of the first good
+   samples must be plausible for the dataset's kind (:class:`~tfdepth.data.converters.checks.DepthPlausibility`):
+   a wrong preset (``tum16`` on millimetres) is refused naming the preset that fits, other doubts are
+   logged as warnings.
 3. **Records.** Depth is quantised to uint16 at the source's ``store_scale`` (1000 for NYU-like data,
    256 for KITTI, the encoding's own scale when it fits uint16) and stored as a PNG; the RGB file's own
    bytes are stored when it is a 3-component JPEG or an 8-bit RGB PNG, else a lossless PNG is encoded.
@@ -24,10 +27,15 @@ A format is a :class:`~tfdepth.data.converters.source.Source` subclass that list
 5. **Atomicity.** Shards are written as ``NAME.tmp`` and renamed when complete; ``manifest.json`` is
    written last, atomically. Re-running on a directory holding an incomplete conversion (shards or
    temp files of the requested splits that no manifest lists) **starts clean**: those files are
-   removed first. Re-running with identical arguments on a complete conversion reports it and does
-   nothing; other arguments for a split already present need ``overwrite``. Converting a new split
-   into an existing dataset directory adds it (e.g. folder train, then folder test), provided the depth
-   scale is the same.
+   removed first. Re-running with identical arguments on a complete conversion of unchanged inputs
+   reports it and does nothing; other arguments for a split already present, or inputs that changed
+   since (each split's manifest entry records an ``inputs`` fingerprint: file count, total bytes and a
+   hash of the relative names, sizes and modification times, see :meth:`Source.fingerprint`), need
+   ``overwrite``. Replacing never loses the old dataset: its manifest and shards stay untouched while
+   the new shards are written under new names, and they are removed only after the new manifest is
+   written (a run killed at any point leaves the old dataset complete, or the new one). Converting a
+   new split into an existing dataset directory adds it (e.g. folder train, then folder test),
+   provided the depth scale is the same.
 
 The per-sample checks are :mod:`tfdepth.data.converters.checks`, the worker pool
 :mod:`tfdepth.data.converters.pool`, and the shards, chunks, statistics and manifest are written by
@@ -48,15 +56,17 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from tfdepth.data.converters.checks import BadSample, WorkerOptions
-from tfdepth.data.converters.errors import ConversionError, SampleError
+from tfdepth.data.converters.checks import BadSample, DepthPlausibility, WorkerOptions
+from tfdepth.data.converters.errors import ConversionError, ImplausibleDepthError, InputChangedError, SampleError
 from tfdepth.data.converters.pool import WorkerPool, work_loaded, work_ref
 from tfdepth.data.converters.source import Source
-from tfdepth.data.shards import MANIFEST_NAME, TMP_SUFFIX, ManifestError, read_manifest, write_manifest
+from tfdepth.data.shards import MANIFEST_NAME, TMP_SUFFIX, ManifestError, read_manifest
 from tfdepth.data.writer import DatasetWriteError, DatasetWriter, SplitWriter, without_splits
 from tfdepth.io.files import stale_temps
 
 TMP_DIR_NAME = ".convert-tmp"
+# Tests only: seconds to sleep after each sample written, so that a test can kill a run mid-way.
+TEST_DELAY_ENV = "TFDEPTH_TEST_CONVERT_DELAY_S"
 BUCKET_RECORDS = 256  # records per shuffle bucket of streaming sources (memory bound of the 2nd pass)
 
 
@@ -79,7 +89,22 @@ def split_permutation(n: int, seed: int, split: str) -> np.ndarray:
 
 
 def _shard_re(split: str) -> "re.Pattern":
-    return re.compile(re.escape(split) + r"-\d{5}\.tfrecord(" + re.escape(TMP_SUFFIX) + r")?$")
+    return re.compile(re.escape(split) + r"-\d{5,}\.tfrecord(" + re.escape(TMP_SUFFIX) + r")?$")
+
+
+def describe_input_change(before: dict, after: dict) -> str:
+    """What differs between two input fingerprints (:meth:`Source.fingerprint`), e.g. '3 files added'."""
+    n0, n1 = int(before.get("files", 0)), int(after.get("files", 0))
+    b0, b1 = int(before.get("bytes", 0)), int(after.get("bytes", 0))
+    parts = []
+    if n1 != n0:
+        parts.append(f"{abs(n1 - n0)} file{'s' if abs(n1 - n0) != 1 else ''} {'added' if n1 > n0 else 'removed'}: "
+                     f"{n1} now, {n0} when converted")
+    if b1 != b0:
+        parts.append(f"{b1 - b0:+d} bytes in all")
+    if not parts:
+        parts.append(f"the same {n1} files and total size, but names, sizes or modification times differ")
+    return ", ".join(parts)
 
 
 def _stale_files(output_dir: str, split: str) -> List[str]:
@@ -107,8 +132,12 @@ def _existing_manifest(output_dir: str) -> Optional[dict]:
 
 def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float = 128.0, workers: int = 1,
             seed: int = 0, skip_bad: bool = False, overwrite: bool = False, far_invalid: bool = False,
-            name: Optional[str] = None, log: Callable[[str], None] = default_log) -> ConvertResult:
+            name: Optional[str] = None, log: Callable[[str], None] = default_log,
+            depth_check: bool = True) -> ConvertResult:
     """Convert ``source`` into TFRecord shards + ``manifest.json`` in ``output_dir`` (see module doc).
+
+    ``depth_check``: the plausibility check of the decoded depth (module doc, 2.) refuses a conversion
+    whose user-chosen linear encoding is implausible where another preset fits; False only warns.
 
     ``workers > 1`` starts a ``spawn`` process pool: like any spawn pool, a script calling this must
     guard its entry point with ``if __name__ == "__main__":`` (the CLI does).
@@ -133,7 +162,9 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
 
     os.makedirs(output_dir, exist_ok=True)
     existing = _existing_manifest(output_dir)
+    inputs = source.fingerprint()
     base_manifest: Optional[dict] = None
+    replaced: List[str] = []  # shard files of the splits being replaced: removed once the new manifest is written
     if existing is not None:
         present = sorted({s["split"] for s in existing["shards"]} & set(split_names))
         if present and not overwrite:
@@ -141,15 +172,24 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
                 existing.get("splits", {}).get(s, {}).get("source") == desc for s in split_names)
             missing = [s["path"] for s in existing["shards"]
                        if s["split"] in present and not os.path.isfile(os.path.join(output_dir, s["path"]))]
-            if same_args and not missing:
-                log(f"{output_dir}: already converted with identical arguments (splits {present}); nothing to do "
-                    "(--overwrite converts again)")
-                return ConvertResult(existing, "already-complete", time.time() - t0)
             if not same_args:
                 before = existing.get("splits", {}).get(present[0], {}).get("source") or {}
                 raise ConversionError(
                     f"{output_dir} already holds split(s) {present} converted with other arguments "
                     f"({_source_diff(before, desc)}); pass --overwrite to replace them, or choose another --output")
+            recorded = existing.get("splits", {}).get(present[0], {}).get("inputs")
+            if recorded is not None and inputs is not None and recorded != inputs:
+                raise InputChangedError(
+                    f"{source.input_path} changed since {output_dir} was converted from it "
+                    f"({describe_input_change(recorded, inputs)}); pass --overwrite to convert it again "
+                    "(the old dataset stays until the new one is complete), or choose another --output")
+            if not missing:
+                if recorded is None and inputs is not None:
+                    log(f"{output_dir}: its manifest predates input fingerprints, so whether {source.input_path} "
+                        "changed since cannot be told (--overwrite converts again)")
+                log(f"{output_dir}: already converted with identical arguments (splits {present}); nothing to do "
+                    "(--overwrite converts again)")
+                return ConvertResult(existing, "already-complete", time.time() - t0)
             log(f"{output_dir}: {len(missing)} shard(s) listed in the manifest are missing (e.g. {missing[0]}); "
                 "converting again")
         others = sorted({s["split"] for s in existing["shards"]} - set(split_names))
@@ -158,15 +198,16 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
                 f"{output_dir} holds split(s) {others} stored at depth_scale {existing['depth_scale']}, but this "
                 f"conversion stores {store_scale}; choose another --output")
         base_manifest = without_splits(existing, split_names)
-        if present:  # --overwrite: first drop the splits from the manifest, then their files
-            if base_manifest["shards"]:
-                write_manifest(output_dir, base_manifest)
-            else:
-                os.remove(os.path.join(output_dir, MANIFEST_NAME))
-                base_manifest = None
-            log(f"{output_dir}: replacing split(s) {present}")
-    # Start clean: anything of the requested splits on disk now is from an incomplete or replaced run.
-    stale = [f for s in split_names for f in _stale_files(output_dir, s)]
+        if not base_manifest["shards"]:
+            base_manifest = None
+        # The old manifest and its shards stay as they are until the new manifest is written: the new
+        # shards get new names (the writer numbers past every shard file present).
+        replaced = [s["path"] for s in existing["shards"] if s["split"] in split_names]
+        if present:
+            log(f"{output_dir}: replacing split(s) {present} (the old shards stay until the new manifest is written)")
+    # Start clean: shard files of the requested splits that no manifest lists are from an incomplete run.
+    listed = {s["path"] for s in existing["shards"]} if existing is not None else set()
+    stale = [f for s in split_names for f in _stale_files(output_dir, s) if f not in listed]
     if stale:
         log(f"{output_dir}: removing {len(stale)} shard file(s) of split(s) {split_names} that no manifest lists "
             "(an incomplete or replaced conversion); starting clean")
@@ -182,6 +223,7 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
     dataset = DatasetWriter(output_dir, name=name or source.format_name, depth_scale=store_scale,
                             max_depth_m=source.max_depth_m, shuffle_seed=seed, source=desc)
     pool = WorkerPool(source, opts, workers)
+    plausibility = _Plausibility(source, depth_check, log)
     ok = False
     try:
         with dataset:
@@ -190,7 +232,8 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
                 log(f"{source.format_name}: converting split {split!r} ({k} chunk{'s' if k > 1 else ''}, "
                     f"depth_scale {store_scale:g}, range 0-{source.max_depth_m:g} m)")
                 if source.streaming:
-                    sw = _convert_streaming(source, split, k, pool, dataset, shard_bytes, seed, skip_bad, log)
+                    sw = _convert_streaming(source, split, k, pool, dataset, shard_bytes, seed, skip_bad, log,
+                                            plausibility)
                 else:
                     refs = source.refs(split)
                     if not refs:
@@ -201,11 +244,16 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
                     refs = [refs[i] for i in order]
                     sw = dataset.split(split, chunks=k, expected=len(refs), max_bytes=shard_bytes)
                     progress = _Progress(split, len(refs), log)
+                    delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
                     for result in pool.imap(work_ref, refs, len(refs)):
                         _add_result(sw, result, skip_bad, log)
+                        plausibility.add(result)
                         progress.update(sw.position)
+                        if delay:
+                            time.sleep(delay)
+                plausibility.finish()
                 try:
-                    dataset.finish_split(sw, skipped=source.skipped(split), source=desc)
+                    dataset.finish_split(sw, skipped=source.skipped(split), source=desc, inputs=inputs)
                 except DatasetWriteError as e:
                     raise ConversionError(str(e)) from None
                 log(f"{split}: wrote {sw.count} samples in {len(sw.shards)} shards"
@@ -217,11 +265,43 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
     manifest = dataset.commit(base_manifest)
+    # the new dataset is complete: now the replaced shards can go
+    kept = {s["path"] for s in manifest["shards"]}
+    for path in replaced:
+        if path not in kept:
+            try:
+                os.remove(os.path.join(output_dir, path))
+            except FileNotFoundError:
+                pass
     elapsed = time.time() - t0
     counts = ", ".join(f"{s}: {e['count']}" for s, e in dataset.entries.items())
     log(f"{output_dir}: manifest written ({counts}) "
         f"in {elapsed:.1f} s")
     return ConvertResult(manifest, "converted", elapsed, list(dataset.entries))
+
+
+class _Plausibility:
+    """The conversion's depth plausibility check (:class:`DepthPlausibility`) over its first good samples:
+    refuses (ConversionError) when the user chose a linear encoding and another preset fits, unless
+    ``--no-depth-check``; else the problem is logged as a warning."""
+
+    def __init__(self, source: Source, refuse: bool, log: Callable[[str], None]):
+        self.check = DepthPlausibility(source, source.max_depth_m)
+        self.refuse, self.log = refuse, log
+
+    def add(self, result) -> None:
+        if not isinstance(result, BadSample):
+            self._report(self.check.add(result))
+
+    def finish(self) -> None:
+        self._report(self.check.finish())
+
+    def _report(self, problem: Optional[str]) -> None:
+        if problem is None:
+            return
+        if self.refuse and self.check.suggested:
+            raise ImplausibleDepthError(f"{problem} (--no-depth-check converts as given)")
+        self.log(f"warning: {problem}")
 
 
 def _add_result(sw: SplitWriter, result, skip_bad: bool, log: Callable[[str], None]) -> None:
@@ -251,7 +331,8 @@ class _Progress:
 
 
 def _convert_streaming(source: Source, split: str, k: int, pool: WorkerPool, dataset: DatasetWriter,
-                       shard_bytes: int, seed: int, skip_bad: bool, log: Callable[[str], None]) -> SplitWriter:
+                       shard_bytes: int, seed: int, skip_bad: bool, log: Callable[[str], None],
+                       plausibility: "_Plausibility") -> SplitWriter:
     """Exact seeded shuffle of a source that can only be read in order: records go to random bucket
     files first (pass 1), then each bucket is shuffled in memory and written to shards (pass 2)."""
     import tensorflow as tf
@@ -277,6 +358,7 @@ def _convert_streaming(source: Source, split: str, k: int, pool: WorkerPool, dat
                 log(f"skipping bad sample ({split}): {result.reason}")
                 collector.skip(result.name, result.reason)
                 continue
+            plausibility.add(result)
             b = int(rng.integers(buckets))
             writers[b].write(collector.serialize(result))
             bucket_counts[b] += 1

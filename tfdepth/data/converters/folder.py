@@ -165,6 +165,16 @@ class FolderSource(Source):
     def format_args(self) -> dict:
         return {"depth_encoding": self.encoding.name, "pairing": self.rule}
 
+    def linear_encoding(self) -> Optional[Tuple[str, float]]:
+        if self.encoding.kind in ("uint16", "uint"):
+            return self.encoding.name, float(self.encoding.units_per_m)
+        return None
+
+    def input_files(self) -> List[str]:
+        """The pair list (if any) and every paired file."""
+        listed = [p for pair in self.pairs for p in pair if p is not None]
+        return ([self.input_path] if self.rule == "list" else []) + listed
+
     def load(self, ref: SampleRef) -> LoadedSample:
         rgb_path, depth_path = ref.key
         rgb_bytes = read_bytes(rgb_path, "RGB", depth_path)

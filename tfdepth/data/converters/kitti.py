@@ -87,6 +87,14 @@ class KittiSource(Source):
     def format_args(self) -> dict:
         return {"rgb_root": self.rgb_root, "depth_root": self.depth_root}
 
+    def input_files(self) -> List[str]:
+        """The file list and the RGB and depth files it names."""
+        files = [self.input_path]
+        for ref in self.refs(self.split):
+            rgb, depth = ref.key[0], ref.key[1]
+            files += [rgb] + ([depth] if depth else [])
+        return files
+
     def load(self, ref: SampleRef) -> LoadedSample:
         rgb_path, depth_path, candidates, focal, where = ref.key
         if depth_path is None:

@@ -9,6 +9,7 @@ it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -124,6 +125,24 @@ class Source:
         """Format-specific arguments recorded in the manifest (and compared on re-runs)."""
         return {}
 
+    def linear_encoding(self) -> Optional[Tuple[str, float]]:
+        """For a depth encoding the user chose that is linear in the stored values: (its name as given,
+        stored units per metre); the plausibility check then suggests other presets. None otherwise."""
+        return None
+
+    def input_files(self) -> List[str]:
+        """The files the conversion reads: ``input_path`` itself, or every (non-hidden) file under it.
+        Sources whose input is a list of other files add those (folder pair lists, kitti)."""
+        if self.input_path is None:
+            return []
+        if os.path.isfile(self.input_path):
+            return [self.input_path]
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.input_path):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+        return found
+
     # --- shared ---------------------------------------------------------------------------------
     @property
     def store_scale(self) -> float:
@@ -154,6 +173,24 @@ class Source:
         sx, sy = sample.rgb.width / w0, sample.rgb.height / h0
         fx, fy, cx, cy = self.intrinsics
         return (fx * sx, fy * sy, cx * sx, cy * sy)
+
+    def fingerprint(self) -> Optional[Dict[str, Any]]:
+        """What the inputs were (recorded per split in the manifest, compared on re-runs): the number of
+        :meth:`input_files`, their total size and a SHA-256 of their relative names, sizes and
+        modification times (not of their contents: cheap for any dataset size). None without input."""
+        if self.input_path is None:
+            return None
+        root = self.input_path if os.path.isdir(self.input_path) else os.path.dirname(self.input_path)
+        digest, total, paths = hashlib.sha256(), 0, sorted(set(self.input_files()))
+        for path in paths:
+            try:
+                st = os.stat(path)
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                size, mtime = -1, 0  # listed but missing: a change when it appears
+            total += max(size, 0)
+            digest.update(f"{os.path.relpath(path, root)}\t{size}\t{mtime}\n".encode())
+        return {"files": len(paths), "bytes": total, "sha256": digest.hexdigest()}
 
     def describe(self, common: Dict[str, Any]) -> Dict[str, Any]:
         """JSON-stable description for the manifest ``source``."""
