@@ -154,3 +154,17 @@ def palette_png(indices) -> bytes:
     palette = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
             + chunk(b"PLTE", palette) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def write_rgb(path, rgb) -> None:
+    """Write an RGB uint8 picture with OpenCV (BGR on disk)."""
+    import cv2
+
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def ramp_rgb(height, width):
+    """An RGB uint8 picture whose every pixel differs from its neighbours (orientation tests)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) % 256],
+                    -1).astype(np.uint8)

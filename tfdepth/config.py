@@ -173,7 +173,10 @@ class TrainConfig:
     image_summary_every_steps: int = 200  # TensorBoard RGB / prediction / ground truth panel; 0 = off
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0: at epoch ends only)
     validate_every_epochs: int = 1
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # checkpoints/ keeps the newest N (model + optimiser state each)
+    # checkpoints/best/ holds the model weights (+ step) only; true: also the optimiser state (~3x larger
+    # with Adam), for resuming training from the best model
+    best_with_optimizer: bool = False
     best_metric: str = "abs_rel"  # validation metric to keep the best checkpoint by (lower is better)
     max_consecutive_nonfinite: int = 10
 

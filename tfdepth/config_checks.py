@@ -268,6 +268,8 @@ def check_train(train) -> None:
     _int_at_least("train.checkpoint_every_steps", train.checkpoint_every_steps, 0)
     _int_at_least("train.validate_every_epochs", train.validate_every_epochs, 0)
     _int_at_least("train.keep_checkpoints", train.keep_checkpoints, 1)
+    if not isinstance(train.best_with_optimizer, bool):  # (a config built in code, not loaded from YAML)
+        _fail("train.best_with_optimizer", train.best_with_optimizer, "true or false")
     from tfdepth.metrics import LOWER_IS_BETTER, METRIC_KEYS
 
     _one_of("train.best_metric", train.best_metric, [k for k in METRIC_KEYS if k in LOWER_IS_BETTER])

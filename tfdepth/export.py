@@ -8,14 +8,8 @@ prefix (see :func:`tfdepth.training.checkpoint.load_trained_model`).
 
 SavedModel (Keras 3 ``keras.export.ExportArchive``), in TF Serving's layout ``DIR/N/saved_model.pb``
 + ``variables/`` (N = ``--version``, default 1; written to a temporary name and renamed, so a
-running server never sees half a version). Signatures:
-
-- ``serving_default``: ``images`` uint8 [batch, H, W, 3] RGB of any H, W -> resized to the model
-  input (bilinear, antialiased), divided by 255 -> model -> depth resized back to H, W (bilinear)
-  -> ``depth`` float32 metres [batch, H, W, 1].
-- ``serving_bytes``: ``image_bytes`` string [batch] of encoded JPEG/PNG/BMP/GIF (what REST clients
-  send as ``{"b64": ...}``) -> decoded to RGB -> the same. All images of one request must have the
-  same size (the output is one dense tensor).
+running server never sees half a version), with the signatures ``serving_default`` (uint8 images)
+and ``serving_bytes`` (encoded JPEG/PNG) of :mod:`tfdepth.serving.signature`.
 
 ``DIR/N/assets.extra/tfdepth.json`` holds the metadata (input size, output units, intrinsics of the
 training data scaled to the model input, if the dataset manifest has them); TF Serving ignores it.

@@ -1,7 +1,9 @@
 """``python -m tfdepth.train --config FILE --workdir DIR [--seed N] [--deterministic] [--set k=v]``
 
 Trains (or resumes: running the same command on the same workdir continues from the last checkpoint;
-a finished run says so and exits 0), then evaluates on the validation split and writes
+a finished run says so and exits 0; a damaged newest checkpoint is skipped, named in the log, for the
+newest one that restores; ``--restart`` moves a previous run aside into ``WORKDIR/previous-<time>/``
+and starts afresh), then evaluates on the validation split and writes
 ``metrics.json`` (model vs. the constant-median baseline).
 """
 
@@ -20,6 +22,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, help="overrides train.seed and data.synthetic seed of shuffling")
     parser.add_argument("--deterministic", action="store_true",
                         help="op determinism + deterministic input pipeline (bit-exact resume)")
+    parser.add_argument("--restart", action="store_true",
+                        help="move the workdir's previous run (checkpoints, history, metrics, config) aside into "
+                             "WORKDIR/previous-<YYYYmmdd-HHMMSS>/ and start afresh (nothing is deleted)")
     args = parser.parse_args(argv)
 
     from tfdepth.config import load_config
@@ -33,7 +38,7 @@ def main(argv=None) -> int:
 
     from tfdepth.training.loop import Trainer
 
-    Trainer(cfg, args.workdir).run()
+    Trainer(cfg, args.workdir, restart=args.restart).run()
     return 0
 
 

@@ -1,5 +1,7 @@
-"""Issue 21, resume and checkpoints: a damaged checkpoint directory is named, never trained over; one run
-per workdir; ``history.json`` survives a kill at any save.
+"""Issue 21, resume and checkpoints: a damaged checkpoint is named and skipped for the newest one that
+restores, a workdir is never trained over from scratch without ``--restart`` (which moves the old run
+aside); one run per workdir; ``history.json`` survives a kill at any save; a run killed (SIGKILL)
+while writing a checkpoint resumes from the previous complete one.
 
 Each test damages a finished tiny run's workdir (three epoch units of two steps: ckpt-2, ckpt-4,
 ckpt-6) the way a crash, a full disk or a user would, then runs the ``train`` command (or the Trainer)
@@ -7,14 +9,19 @@ on it again and checks what it says and that nothing of the old run was lost."""
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import tensorflow as tf
 
 from helpers import REPO_ROOT, write_tiny_dataset
 from tfdepth import cli
 from tfdepth import train as train_cli
 from tfdepth.config import load_config
-from tfdepth.training.checkpoint import RunCheckpoints
+from tfdepth.training.checkpoint import RunCheckpoints, complete_checkpoints, list_checkpoints
 from tfdepth.training.errors import TrainingError
 from tfdepth.training.logging import History
 from tfdepth.training.loop import Trainer
@@ -71,47 +78,131 @@ def _train(data_dir, workdir, capsys):
     return rc, capsys.readouterr().err
 
 
+def _checkpoint_files(workdir):
+    return {n: (workdir / "checkpoints" / n).read_bytes() for n in os.listdir(workdir / "checkpoints")
+            if n.startswith("ckpt-")}
+
+
 @pytest.mark.parametrize("damage", ["unreadable", "missing"])
-def test_broken_checkpoint_index_is_refused_not_trained_over(data_dir, workdir, capsys, damage):
-    """Before: TensorFlow ignores an unreadable (or missing) ``checkpoints/checkpoint`` index, so the run
-    started afresh from step 0, rewrote config.yaml and history.json and replaced ckpt-2/4/6."""
+def test_broken_checkpoint_index_resumes_from_the_newest_checkpoint(data_dir, workdir, capsys, damage):
+    """Before (TensorFlow alone): an unreadable or missing ``checkpoints/checkpoint`` index started the
+    run afresh from step 0 over ckpt-2/4/6; then (strict resume) an ``error:`` asking the user to edit
+    the index. Now: the newest checkpoint on disk is used, the index rewritten to name it."""
     index = workdir / "checkpoints" / "checkpoint"
     if damage == "unreadable":
         index.write_text("garbage {{{\n")
     else:
         index.unlink()
-    before = _snapshot(workdir)
+    files, history = _checkpoint_files(workdir), (workdir / "history.json").read_bytes()
     rc, err = _train(data_dir, workdir, capsys)
-    assert rc == 2, err[-2000:]
-    error = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and str(index) in error[0], err[-2000:]
-    assert 'model_checkpoint_path: "ckpt-6"' in error[0]  # the way back, with the newest complete one
-    assert _snapshot(workdir) == before  # nothing written, nothing lost
+    assert rc == 0, err[-2000:]
+    assert f"{index} is {damage}" in err and "rewritten to name ckpt-6" in err
+    assert f"resumed from {workdir / 'checkpoints' / 'ckpt-6'}: global step 6" in err and "already finished" in err
+    assert "skipping" not in err
+    assert _checkpoint_files(workdir) == files and (workdir / "history.json").read_bytes() == history
+    state = tf.train.get_checkpoint_state(str(workdir / "checkpoints"))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["ckpt-2", "ckpt-4", "ckpt-6"]
 
 
-@pytest.mark.parametrize("damage", ["deleted", "truncated"])
-def test_damaged_latest_checkpoint_is_named_with_the_way_back(data_dir, workdir, capsys, damage):
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "bit flip"])
+def test_damaged_latest_checkpoint_is_skipped_and_named(data_dir, workdir, capsys, damage):
     """Before: a traceback (NotFoundError for a missing data file, ``IndexError: Read less bytes than
-    requested`` for a truncated one) naming no file of the workdir."""
+    requested`` for a truncated one) naming no file of the workdir; then (strict resume) an ``error:``
+    asking the user to edit the index. Now: ckpt-6 is named and skipped, the run resumes from ckpt-4,
+    trains the last unit again and finishes; the damaged files are kept in checkpoints/damaged/."""
     data_file = workdir / "checkpoints" / "ckpt-6.data-00000-of-00001"
+    original = data_file.read_bytes()
     if damage == "deleted":
         data_file.unlink()
-    else:
+    elif damage == "truncated":
         data_file.write_bytes(b"")
+    else:
+        data_file.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
+    rc, err = _train(data_dir, workdir, capsys)
+    assert rc == 0, err[-2000:]
+    skip = [line for line in err.splitlines() if line.startswith("skipping checkpoint")]
+    assert len(skip) == 1 and str(workdir / "checkpoints" / "ckpt-6") in skip[0], err[-2000:]
+    assert {"deleted": f"incomplete, missing {data_file}", "truncated": "ckpt-6.data-00000-of-00001 (0 bytes)",
+            "bit flip": "Checksum does not match"}[damage] in skip[0]
+    resumed = [line for line in err.splitlines() if line.startswith("resumed from")]
+    assert resumed[0].startswith(f"resumed from {workdir / 'checkpoints' / 'ckpt-4'}: global step 4"), err[-2000:]
+    assert "(skipped ckpt-6: " in resumed[0]
+    damaged = workdir / "checkpoints" / "damaged"
+    assert (damaged / "ckpt-6.index").is_file()  # kept, out of the way
+    if damage != "deleted":
+        assert (damaged / data_file.name).stat().st_size == (0 if damage == "truncated" else len(original))
+    history = History(str(workdir / "history.json")).data
+    assert [r["step"] for r in history["steps"]] == [1, 2, 3, 4, 5, 6]
+    state = tf.train.get_checkpoint_state(str(workdir / "checkpoints"))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["ckpt-2", "ckpt-4", "ckpt-6"]
+    rc, err = _train(data_dir, workdir, capsys)  # the new ckpt-6 is whole: nothing skipped any more
+    assert rc == 0 and "already finished" in err and "skipping" not in err, err[-2000:]
+
+
+def test_no_readable_checkpoint_is_refused_then_restart_moves_the_run_aside(data_dir, workdir, capsys):
+    """Every checkpoint unreadable: one ``error:`` naming each and suggesting --restart, nothing
+    written; ``--restart`` moves the old run (byte for byte) into previous-<time>/ and trains afresh."""
+    for n in (2, 4, 6):
+        (workdir / "checkpoints" / f"ckpt-{n}.data-00000-of-00001").write_bytes(b"")
     before = _snapshot(workdir)
     rc, err = _train(data_dir, workdir, capsys)
     assert rc == 2, err[-2000:]
     error = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(error) == 1, err[-2000:]
-    assert str(workdir / "checkpoints" / "ckpt-6") in error[0]
-    assert ("ckpt-6.data-00000-of-00001 (0 bytes)" if damage == "truncated" else str(data_file)) in error[0]
-    assert "complete checkpoints there: ckpt-2, ckpt-4;" in error[0]
+    assert len(error) == 1 and "--restart" in error[0], err[-2000:]
+    for n in (2, 4, 6):
+        assert f"ckpt-{n}: unreadable" in error[0]
     assert _snapshot(workdir) == before
-    if damage == "truncated":  # the advice works: resume from ckpt-4 and finish the run
-        (workdir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\n')
-        rc, err = _train(data_dir, workdir, capsys)
-        assert rc == 0, err[-2000:]
-        assert f"resumed from {workdir / 'checkpoints' / 'ckpt-4'}: global step 4" in err
+    capsys.readouterr()
+    rc = cli.run_main(train_cli.main, _args(data_dir, workdir) + ["--restart"])
+    err = capsys.readouterr().err
+    assert rc == 0, err[-2000:]
+    previous = [p for p in workdir.iterdir() if p.name.startswith("previous-")]
+    assert len(previous) == 1 and f"previous run moved to {previous[0]}" in err
+    assert _snapshot(previous[0]) == before and (previous[0] / "metrics.json").is_file()
+    assert "resumed" not in err
+    history = History(str(workdir / "history.json")).data
+    assert [r["step"] for r in history["steps"]] == [1, 2, 3, 4, 5, 6]
+    assert sorted(n for n in os.listdir(workdir / "checkpoints") if n.endswith(".index")) == [
+        "ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
+
+
+def test_different_config_is_refused_with_restart_in_the_message(data_dir, workdir, capsys):
+    before = _snapshot(workdir)
+    capsys.readouterr()
+    rc = cli.run_main(train_cli.main, _args(data_dir, workdir) + ["--set", "train.batch_size=4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "keys differ: train.batch_size" in err and "--restart" in err, err[-2000:]
+    assert _snapshot(workdir) == before
+
+
+def test_skipped_checkpoint_is_not_tried_again_and_pruning_goes_on(tmp_path, capsys):
+    """keep=3, ckpt-2/4/6 saved, ckpt-6 truncated: the resume uses ckpt-4; the run then saves ckpt-5
+    (say ``train.checkpoint_every_steps`` changed): the next resume uses ckpt-5 (not the damaged
+    ckpt-6, higher numbered), and keep-N pruning goes on over ckpt-2, 4, 5, 7, 8."""
+    step = tf.Variable(0, dtype=tf.int64)
+
+    def checkpoints():
+        return RunCheckpoints({"step": step}, str(tmp_path), keep=3)
+
+    run = checkpoints()
+    for n in (2, 4, 6):
+        step.assign(n)
+        run.save(n)
+    directory = tmp_path / "checkpoints"
+    (directory / "ckpt-6.data-00000-of-00001").write_bytes(b"")
+    run = checkpoints()
+    assert os.path.basename(run.restore_latest(sys.stderr)) == "ckpt-4" and int(step.numpy()) == 4
+    assert [os.path.basename(p) for p, _ in run.skipped] == ["ckpt-6"]
+    step.assign(5)
+    run.save(5)
+    run = checkpoints()
+    assert os.path.basename(run.restore_latest(sys.stderr)) == "ckpt-5" and run.skipped == []
+    for n in (7, 8):
+        step.assign(n)
+        run.save(n)
+    assert sorted(n for n in os.listdir(directory) if n.endswith(".index")) == [
+        "ckpt-5.index", "ckpt-7.index", "ckpt-8.index"]
+    assert sorted(os.listdir(directory / "damaged")) == ["ckpt-6.data-00000-of-00001", "ckpt-6.index"]
 
 
 def test_second_run_in_a_workdir_in_use_is_refused(data_dir, workdir, capsys):
@@ -172,3 +263,71 @@ def test_unreadable_history_is_named_and_kept(data_dir, workdir, capsys):
     path.write_text('{"steps": {}}')
     with pytest.raises(TrainingError, match='expected a JSON object with "steps" and "epochs" lists'):
         Trainer(_cfg(data_dir), str(workdir))
+
+
+def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(data_dir, tmp_path):
+    """A real ``python -m tfdepth.train`` saving every step, killed with SIGKILL after its 2nd checkpoint;
+    the newest checkpoint's data file is then truncated (the torn write a kill mid-save leaves). The
+    same command again names the torn one, resumes from the one before and finishes (exit 0)."""
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tfdepth.train"] + _args(data_dir, workdir) + [
+        "--set", "train.checkpoint_every_steps=1", "--set", "train.phases.0.epochs=4"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and len(complete_checkpoints(
+            str(workdir / "checkpoints"))) < 2:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before its 2nd checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    found = list_checkpoints(str(workdir / "checkpoints"))
+    assert len(found) >= 2 and found[-1][0] < 8, found
+    (newest_n, newest), (previous_n, previous) = found[-1], found[-2]
+    open(newest + ".data-00000-of-00001", "r+b").truncate(10)
+
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"skipping checkpoint {newest}: unreadable" in resumed.stderr
+    assert f"resumed from {previous}: global step {previous_n}" in resumed.stderr
+    assert f"(skipped ckpt-{newest_n}: " in resumed.stderr
+    history = History(str(workdir / "history.json")).data
+    assert [r["step"] for r in history["steps"]] == list(range(1, 9))
+    assert (workdir / "metrics.json").is_file()
+    # train.keep_checkpoints (3) pruning went on from the checkpoint resumed from; the torn one is kept aside.
+    assert [n for n, _ in list_checkpoints(str(workdir / "checkpoints"))] == [6, 7, 8]
+    assert (workdir / "checkpoints" / "damaged" / f"ckpt-{newest_n}.index").is_file()
+
+
+def _size(directory):
+    return sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory)
+               if os.path.isfile(os.path.join(directory, n)))
+
+
+@pytest.mark.parametrize("with_optimizer", [False, True])
+def test_best_checkpoint_holds_the_weights_and_loads(data_dir, tmp_path, capsys, with_optimizer):
+    """Issue 21: ``checkpoints/best/`` held the optimiser state too (Adam: ~3x the weights). By default it
+    now holds the model, step and best value only, and loads for inference like before
+    (``load_trained_model``: every model weight matched), giving the same depth as the run's model."""
+    import numpy as np
+
+    from tfdepth.serving.predictor import DepthPredictor
+    from tfdepth.training.checkpoint import load_trained_model
+
+    workdir = tmp_path / "run"
+    sets = TINY + [f"data.data_dir={data_dir}", "train.validate_every_epochs=1", "train.phases.0.epochs=1",
+                   f"train.best_with_optimizer={str(with_optimizer).lower()}"]
+    trainer = Trainer(load_config(CONFIG, sets), str(workdir))
+    trainer.run()
+    best = workdir / "checkpoints" / "best"
+    keys = [k for k, _ in tf.train.list_variables(tf.train.latest_checkpoint(str(best)))]
+    assert any(k.startswith("optimizer/") for k in keys) == with_optimizer
+    assert any(k.startswith("model/") for k in keys) and "global_step/.ATTRIBUTES/VARIABLE_VALUE" in keys
+    print(f"\nbest/ with_optimizer={with_optimizer}: {_size(best)} bytes; ckpt-2: "
+          f"{_size(workdir / 'checkpoints') - (workdir / 'checkpoints' / 'checkpoint').stat().st_size} bytes",
+          file=sys.__stderr__)
+    model, _ = load_trained_model(str(best))
+    rgb = np.random.default_rng(0).uniform(0, 1, (1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(model(rgb, training=False)["depth"].numpy(),
+                               trainer.train_step.model(rgb, training=False)["depth"].numpy(), rtol=1e-5, atol=1e-5)
+    assert DepthPredictor.load(str(best)).predict(np.zeros((32, 32, 3), np.uint8)).shape[:2] == (32, 32)

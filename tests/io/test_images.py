@@ -5,15 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-
-def _write_rgb(path, rgb):
-    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
-def _ramp(height, width):
-    yy, xx = np.mgrid[0:height, 0:width]
-    return np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) % 256],
-                    -1).astype(np.uint8)
+from helpers import ramp_rgb, write_rgb
 
 
 # --------------------------------------------------------------------------------------------------
@@ -27,7 +19,7 @@ def test_exif_orientation_matches_pillow(tmp_path, orientation):
 
     from tfdepth.io.images import load_image
 
-    stored = _ramp(6, 10)
+    stored = ramp_rgb(6, 10)
     stored[0, 0] = (255, 0, 0)  # a marked corner
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -44,7 +36,7 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
 
     from tfdepth.io.images import load_image
 
-    upright = _ramp(40, 64)
+    upright = ramp_rgb(40, 64)
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated 90 degrees counter-clockwise
     path = tmp_path / "phone.jpg"
@@ -61,7 +53,7 @@ def test_grey_rgba_and_16_bit_pictures(tmp_path):
     cv2.imwrite(str(tmp_path / "grey.png"), grey)
     np.testing.assert_array_equal(load_image(str(tmp_path / "grey.png")), np.repeat(grey[..., None], 3, 2))
 
-    rgb = _ramp(6, 8)
+    rgb = ramp_rgb(6, 8)
     bgra = np.concatenate([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), np.full((6, 8, 1), 7, np.uint8)], -1)
     cv2.imwrite(str(tmp_path / "rgba.png"), bgra)
     np.testing.assert_array_equal(load_image(str(tmp_path / "rgba.png")), rgb)
@@ -81,7 +73,7 @@ def test_unreadable_files_are_named(tmp_path):
     from tfdepth.io.images import ImageReadError, iter_video_frames, load_image
 
     good = tmp_path / "good.png"
-    _write_rgb(good, _ramp(8, 8))
+    write_rgb(good, ramp_rgb(8, 8))
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:40])
     (tmp_path / "empty.jpg").write_bytes(b"")
@@ -104,7 +96,7 @@ def test_decode_rgb_keeps_plain_bytes_and_ignores_exif(tmp_path):
 
     from tfdepth.io.images import ImageReadError, decode_rgb, encode_jpeg, encode_png
 
-    rgb = _ramp(12, 20)
+    rgb = ramp_rgb(12, 20)
     png = encode_png(rgb)
     image = decode_rgb(png, "a.png")
     assert image.format == "png" and image.encoded == png and (image.height, image.width) == (12, 20)
@@ -130,7 +122,7 @@ def test_decode_rgb_keeps_plain_bytes_and_ignores_exif(tmp_path):
 def test_one_png_encoder_round_trips(tmp_path):
     from tfdepth.io.images import encode_png, write_rgb
 
-    rgb = _ramp(9, 13)
+    rgb = ramp_rgb(9, 13)
     np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(encode_png(rgb), np.uint8), cv2.IMREAD_COLOR),
                                   cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     depth = np.arange(9 * 13, dtype=np.uint16).reshape(9, 13) * 500

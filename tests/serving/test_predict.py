@@ -11,21 +11,12 @@ import pytest
 
 import helpers as ds
 from helpers import SHARED_DATA
+from helpers import ramp_rgb, write_rgb
 
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
     return ds.workdir(tmp_path_factory.getbasetemp())
-
-
-def _write_rgb(path, rgb):
-    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
-def _ramp(height, width):
-    yy, xx = np.mgrid[0:height, 0:width]
-    return np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) % 256],
-                    -1).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,13 +133,13 @@ def test_predict_cli_odd_inputs_failures_and_exported_models(workdir, tmp_path, 
 
     folder = tmp_path / "in"
     folder.mkdir()
-    _write_rgb(folder / "wide.png", _ramp(20, 90))
+    write_rgb(folder / "wide.png", ramp_rgb(20, 90))
     cv2.imwrite(str(folder / "grey.jpg"), np.full((33, 21), 128, np.uint8))
     cv2.imwrite(str(folder / "rgba.png"), np.full((16, 16, 4), 200, np.uint8))
     cv2.imwrite(str(folder / "deep.png"), np.full((12, 30, 3), 40000, np.uint16))
     exif = Image.Exif()
     exif[0x0112] = 8
-    Image.fromarray(_ramp(30, 18)).save(folder / "turned.jpg", exif=exif)  # upright: 18 x 30
+    Image.fromarray(ramp_rgb(30, 18)).save(folder / "turned.jpg", exif=exif)  # upright: 18 x 30
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
     (folder / "notes.txt").write_text("ignored")
     out = tmp_path / "out"
@@ -223,8 +214,8 @@ def test_plane_point_cloud_is_metric(plane_predictor, tmp_path, ascii_ply, capsy
     from tfdepth.geometry import read_ply
     from tfdepth.predict import main
 
-    rgb = _ramp(24, 40)
-    _write_rgb(tmp_path / "plane.png", rgb)
+    rgb = ramp_rgb(24, 40)
+    write_rgb(tmp_path / "plane.png", rgb)
     fx, fy, cx, cy = 30.0, 35.0, 18.0, 11.5
     argv = ["--model", "m", "--input", str(tmp_path / "plane.png"), "--output", str(tmp_path / "out"),
             "--intrinsics", f"{fx},{fy},{cx},{cy}", "--quiet"] + (["--ply-ascii"] if ascii_ply else [])
@@ -247,7 +238,7 @@ def test_plane_with_guessed_field_of_view(plane_predictor, tmp_path, capsys):
     from tfdepth.geometry import DEFAULT_FOV_DEG, read_ply
     from tfdepth.predict import main
 
-    _write_rgb(tmp_path / "plane.png", _ramp(30, 40))
+    write_rgb(tmp_path / "plane.png", ramp_rgb(30, 40))
     assert main(["--model", "m", "--input", str(tmp_path / "plane.png"), "--output", str(tmp_path / "out"),
                  "--save", "ply", "--quiet"]) == 0
     assert f"assuming a {DEFAULT_FOV_DEG:g} degree horizontal field of view" in capsys.readouterr().out

@@ -122,7 +122,8 @@ class ValidationHook(Hook):
 
 class BestModelHook(Hook):
     """Saves ``checkpoints/best/`` when a validation improves ``metric`` (lower is better); the best
-    value so far is the checkpointed variable ``best_value``."""
+    value so far is the checkpointed variable ``best_value``. What ``best/`` holds (the model without
+    the optimiser state by default) is :class:`RunCheckpoints`' ``best_objects``."""
 
     def __init__(self, checkpoints: RunCheckpoints, best_value: tf.Variable, metric: str):
         self.checkpoints, self.best_value, self.metric = checkpoints, best_value, metric

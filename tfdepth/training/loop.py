@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfdepth.config import ExperimentConfig
 from tfdepth.data import pipeline
-from tfdepth.training.checkpoint import RunCheckpoints, WorkdirLock, check_or_save_config
+from tfdepth.training.checkpoint import RunCheckpoints, WorkdirLock, check_or_save_config, move_previous_run
 from tfdepth.training.hooks import (BestModelHook, CheckpointHook, EpochEnd, HistoryHook, Hook, ImageSummaryHook,
                                     LoggingHook, NonFiniteGuard, StepEnd, ValidationHook)
 from tfdepth.training.logging import History
@@ -40,10 +40,12 @@ class Trainer:
     ``hooks``, ``nonfinite`` (:class:`NonFiniteGuard`), ``is_chief``, ``lock`` (the workdir's
     :class:`~tfdepth.training.checkpoint.WorkdirLock`, held from construction until :meth:`run` ends:
     a second Trainer on the same workdir meanwhile raises ``TrainingError``). ``hooks`` given here run
-    after the default ones.
+    after the default ones. ``restart``: a previous run in the workdir is moved aside into
+    ``previous-<time>/`` (never deleted) under the lock, then the run starts afresh.
     """
 
-    def __init__(self, cfg: ExperimentConfig, workdir: str, log_stream=None, hooks: Sequence[Hook] = ()):
+    def __init__(self, cfg: ExperimentConfig, workdir: str, log_stream=None, hooks: Sequence[Hook] = (),
+                 restart: bool = False):
         self.cfg = cfg
         self.workdir = workdir
         self.log = log_stream or sys.stderr
@@ -59,6 +61,10 @@ class Trainer:
         # One run per workdir: a second one is refused before it writes anything (released by run()).
         self.lock = WorkdirLock(self.save_dir)
         try:
+            if restart:
+                moved = move_previous_run(self.save_dir)
+                print(f"--restart: previous run moved to {moved}" if moved else
+                      f"--restart: nothing to move aside in {self.save_dir}", file=self.log)
             self._build(cfg, workdir, strategy, hooks)
         except BaseException:
             self.lock.release()
@@ -75,7 +81,8 @@ class Trainer:
             self.best_value = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_value")
         self.checkpoints = RunCheckpoints(
             dict(model=step.model, optimizer=step.optimizer, global_step=step.global_step, position=self.position,
-                 best_value=self.best_value), self.save_dir, tcfg.keep_checkpoints)
+                 best_value=self.best_value), self.save_dir, tcfg.keep_checkpoints,
+            best_objects=None if tcfg.best_with_optimizer else ("model", "global_step", "best_value"))
         self.history = History(os.path.join(self.save_dir, "history.json"))
         self.writer = tf.summary.create_file_writer(os.path.join(self.save_dir, "tensorboard"))
         self.validator = Validator(cfg, step.model, step.data_dir, step.manifest)
@@ -94,15 +101,18 @@ class Trainer:
         self.nonfinite = NonFiniteGuard(tcfg.max_consecutive_nonfinite, checkpoint_hook.save, workdir, self.log)
 
     def _restore(self):
-        """Restore the latest checkpoint, if any; returns its prefix (None for a fresh run)."""
-        latest = self.checkpoints.restore_latest()
+        """Restore the newest checkpoint that restores, if any (each one skipped is one log line);
+        returns its prefix (None for a fresh run)."""
+        latest = self.checkpoints.restore_latest(self.log)
         # history.json is saved before each checkpoint: drop what a run killed after the history save
         # (before its checkpoint) recorded beyond the checkpoint resumed from (everything, without one).
         self.history.truncate_to_step(int(self.train_step.global_step.numpy()) if latest else 0)
         if latest:
             unit, step = (int(v) for v in self.position.numpy())
             global_step = int(self.train_step.global_step.numpy())
-            print(f"resumed from {latest}: global step {global_step}, unit {unit} step {step}", file=self.log)
+            skipped = "".join(f" (skipped {os.path.basename(p)}: {why})" for p, why in self.checkpoints.skipped)
+            print(f"resumed from {latest}: global step {global_step}, unit {unit} step {step}{skipped}",
+                  file=self.log)
         return latest
 
     def run(self) -> dict:
