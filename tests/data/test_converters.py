@@ -103,6 +103,17 @@ def assert_depth_close(got, expected, tol_m):
     assert np.abs(got - expected).max() <= tol_m + 1e-9, np.abs(got - expected).max()
 
 
+def assert_records_match(out, truth, tol_m=0.0005):
+    """Every record of train and val is the source sample ``truth[rgb bytes] = (split, depth_m)``, in its
+    split, with depth within ``tol_m``."""
+    for split in ("train", "val"):
+        _, recs = read_back(out, split)
+        for r in recs:
+            want_split, depth = truth[r["rgb"].tobytes()]
+            assert want_split == split
+            assert_depth_close(r["depth"], depth, tol_m)
+
+
 # ------------------------------------------------------------------------------------------ shards
 
 
@@ -539,12 +550,7 @@ def test_nyu_h5_tree(tmp_path):
     out = tmp_path / "out"
     m = convert(NyuH5Source(str(root)), str(out), chunks=2, **QUIET).manifest
     assert m["counts"] == {"train": 5, "val": 2} and shards.num_chunks(m, "train") == 2
-    for split in ("train", "val"):
-        _, recs = read_back(out, split)
-        for r in recs:
-            want_split, depth = truth[r["rgb"].tobytes()]
-            assert want_split == split
-            assert_depth_close(r["depth"], depth, 0.0005)
+    assert_records_match(out, truth)
     (root / "train/scene_b/00002.h5").write_bytes(b"not hdf5")
     with pytest.raises(SampleError, match=r"scene_b/00002\.h5: cannot read HDF5"):
         convert(NyuH5Source(str(root), split="train"), str(tmp_path / "o2"), **QUIET)
@@ -609,12 +615,7 @@ def test_tfds_prepared_directory(tmp_path):
     assert m2 == m and all((out / s["path"]).read_bytes() == (tmp_path / "out2" / s["path"]).read_bytes()
                            for s in m["shards"])
     np.testing.assert_allclose(m["intrinsics"], NYU_KINECT_INTRINSICS, rtol=1e-6)
-    for split in ("train", "val"):
-        _, recs = read_back(out, split)
-        for r in recs:
-            want_split, depth = truth[r["rgb"].tobytes()]
-            assert want_split == split
-            assert_depth_close(r["depth"], depth, 0.0005)
+    assert_records_match(out, truth)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConversionError, match="not prepared"):
         TfdsNyuSource(str(tmp_path / "empty"))
