@@ -2,7 +2,6 @@
 no import cycles, commands stay thin and no module grows into a room with several jobs."""
 
 import ast
-from pathlib import Path
 
 from helpers import REPO_ROOT
 

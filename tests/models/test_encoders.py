@@ -7,7 +7,6 @@ torchvision-style state dict (and a torch functional forward when torch is insta
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import keras
 import numpy as np
