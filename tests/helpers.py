@@ -168,3 +168,46 @@ def ramp_rgb(height, width):
     yy, xx = np.mgrid[0:height, 0:width]
     return np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) % 256],
                     -1).astype(np.uint8)
+
+
+# Depth Anything V2 (tests/models/test_depth_anything.py, tests/serving/test_depth_anything_serving.py)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def tiny_depth_anything(directory, depth_type="metric", max_depth=20, seed=0):
+    """A random transformers ``DepthAnythingForDepthEstimation`` (DINOv2 32 wide, 4 blocks, patch 14,
+    position embeddings at 518; neck (8, 16, 32, 32), fusion 16, head 8 = tfdepth's dinov2_tiny + dpt
+    defaults) saved as config.json + model.safetensors in ``directory``; weights drawn with std
+    1 / sqrt(fan-in) so that the depth varies over the picture. Returns the torch model (eval mode)."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(seed)
+    backbone = Dinov2Config(image_size=518, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            out_indices=[1, 2, 3, 4], reshape_hidden_states=False, apply_layernorm=True)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type=depth_type,
+                                 max_depth=max_depth)
+    model = DepthAnythingForDepthEstimation(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            one = ("norm" in name and name.endswith("weight")) or "lambda1" in name
+            p.copy_(torch.randn_like(p) * (p[0].numel() ** -0.5 if p.ndim > 1 else 0.1) + (1.0 if one else 0.0))
+    model.save_pretrained(str(directory))
+    return model
+
+
+def torch_depth(model, images01):
+    """The transformers model's depth [B, H, W] of float RGB [B, H, W, 3] in [0, 1] (ImageNet mean / std)."""
+    import torch
+
+    x = (np.asarray(images01, np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    with torch.no_grad():
+        return model(pixel_values=torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).predicted_depth.numpy()
+
+
+def max_rel_err(a, b):
+    """max |a - b| / max |b|."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())

@@ -9,7 +9,7 @@ PACKAGE = REPO_ROOT / "tfdepth"
 # bottom to top; a module may import from its own layer or any layer below (docs/architecture.md)
 LAYERS = [
     {"errors", "registry", "registries"},
-    {"io", "geometry", "sid", "metrics"},
+    {"io", "geometry", "sid", "metrics", "progress"},
     {"config", "config_checks"},
     {"data"},
     {"models", "losses"},

@@ -53,6 +53,12 @@ class SyntheticConfig:
     seed: int = 0
     records_per_shard: int = 100
     chunks: int = 1
+    # [min, max] horizontal field of view in degrees, drawn uniformly per sample (square pixels, centred
+    # principal point; recorded in each record); None = the NYU Kinect camera for every sample
+    hfov_deg: Optional[List[float]] = None
+    # distance haze exp(-haze_per_m * r) in the pictures (a metric cue no camera geometry explains);
+    # false renders the same rooms without it (docs/camera.md). true keeps the default dataset's files
+    haze: bool = True
 
 
 @dataclass
@@ -122,6 +128,15 @@ class ModelConfig:
     freeze: str = "none"  # "none" | "all" | number of leading stages to freeze ("2")
     decoder: str = "unet_transpose"  # registries.DECODERS
     decoder_args: Dict[str, Any] = field(default_factory=dict)  # keys checked against the decoder factory
+    # "none": depth as seen by the training camera(s); "canonical" (Metric3D): the model predicts depth
+    # for a camera of focal length canonical_focal_px at its input, targets are depth / (f / f_c) and
+    # predictions are multiplied by f / f_c (f: each picture's focal length at the input; docs/camera.md)
+    camera: str = "none"
+    canonical_focal_px: Optional[float] = None  # f_c in pixels of the model input; required by "canonical"
+    # fine-tune from a trained model (tfdepth.training.init_from): a workdir / checkpoint, a .keras file,
+    # a SavedModel; every weight matching by path and shape is loaded, then training starts at step 0
+    init_from: Optional[str] = None
+    init_strict: bool = False  # true: a weight skipped by init_from (shape or name mismatch) is an error
 
 
 @dataclass
@@ -140,21 +155,38 @@ class ScheduleConfig:
 
 @dataclass
 class PhaseConfig:
-    """One training phase: ``epochs`` epochs over all chunks, or ``epochs`` on each chunk in turn."""
+    """One training phase: ``epochs`` epochs (or exactly ``steps`` optimizer steps) over all chunks,
+    or on each chunk in turn. Give one of ``epochs`` / ``steps`` (neither: 1 epoch); the schedule decays
+    over the phase's true length (``tfdepth.training.plan``)."""
 
     name: str = "main"
-    epochs: int = 1
+    epochs: Optional[int] = None  # epochs (one pass over the data, capped by train.steps_per_epoch); 0 skips
+    # exactly this many optimizer steps (per chunk with chunks: each), in epoch units of one pass (or
+    # train.steps_per_epoch batches), the last one cut short; 0 skips the phase
+    steps: Optional[int] = None
     chunks: str = "all"  # "all" | "each"
+    # chunks: each only: the chunk count of the recipe's paper; a dataset with fewer chunks is refused
+    # before training (``train --allow-fewer-chunks`` makes it a warning)
+    min_chunks: Optional[int] = None
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self):
+        if self.epochs is None and self.steps is None:
+            self.epochs = 1
 
 
 @dataclass
 class OptimizerConfig:
     name: str = "adam"  # registries.OPTIMIZERS: adam | adamw | sgd
     weight_decay: float = 0.0
+    # coupled: L2, weight_decay * w added to the gradient (PyTorch SGD/Adam weight_decay=, TF1 slim L2
+    # regularisers); decoupled: w -= lr * weight_decay * w (Keras, AdamW). Kernels only (rank >= 2).
+    weight_decay_mode: str = "decoupled"
     momentum: float = 0.9  # sgd only
     clipnorm: Optional[float] = None
     epsilon: float = 1e-7
+    # learning-rate factor per model part (tfdepth.models.build.model_parts: encoder, decoder); 1 if absent
+    lr_multipliers: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -35,6 +35,10 @@ RESIZE_MODES = ("resize", "center_crop")
 PHASE_CHUNKS = ("all", "each")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 GT_RESOLUTIONS = ("native", "input")
+CAMERA_MODES = ("none", "canonical")  # model.camera (docs/camera.md)
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")  # train.optimizer.weight_decay_mode (training/optimizers.py)
+# the parts of a model (tfdepth.models.build.model_parts): train.optimizer.lr_multipliers keys
+MODEL_PARTS = ("encoder", "decoder")
 _NONE_WEIGHTS = ("", "none", "null", "random")
 _FREEZE_OFF, _FREEZE_ALL = ("none", "", "0", "false"), ("all", "true")
 
@@ -105,6 +109,13 @@ def check_data(data) -> None:
     _int_at_least("data.synthetic.seed", syn.seed, 0)
     _int_at_least("data.synthetic.records_per_shard", syn.records_per_shard, 1)
     _int_at_least("data.synthetic.chunks", syn.chunks, 1)
+    if syn.hfov_deg is not None:
+        fov = syn.hfov_deg
+        if (len(fov) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 180
+                                     for v in fov) or fov[0] > fov[1]):
+            _fail("data.synthetic.hfov_deg", fov, "[min, max] degrees with 0 < min <= max < 180 (or null: Kinect)")
+    if not isinstance(syn.haze, bool):
+        _fail("data.synthetic.haze", syn.haze, "true (distance haze, the default) or false (none)")
     shards = -(-syn.num_train // syn.records_per_shard)
     if syn.chunks > shards:
         _fail("data.synthetic.chunks", syn.chunks,
@@ -149,6 +160,65 @@ def check_model(model) -> None:
                 f"decoder {model.decoder!r}", exclude=["max_depth_m"])
     if "sid_logits" in reg.DECODERS.meta(model.decoder)["outputs"]:
         _one_of("model.decoder_args.inference", sid.sid_inference(args), sid.INFERENCE_MODES)
+    check_encoder_decoder_pair(model)
+    _one_of("model.camera", model.camera, CAMERA_MODES)
+    if model.camera == "canonical" and model.canonical_focal_px is None:
+        _fail("model.canonical_focal_px", None, "the canonical focal length in pixels of the model input "
+              "(model.camera: canonical needs it)")
+    if model.canonical_focal_px is not None:
+        _finite("model.canonical_focal_px", model.canonical_focal_px, 0.0, low_open=True)
+    _check_init_from(model)
+
+
+def _check_init_from(model) -> None:
+    """``model.init_from``: null, a path (checked when training starts: a saved config.yaml must load
+    after its source is gone) or ``SCHEME:ARG`` with a scheme of ``registries.INIT_SOURCES``."""
+    if not isinstance(model.init_strict, bool):
+        _fail("model.init_strict", model.init_strict, "true or false")
+    spec = model.init_from
+    if spec is None:
+        return
+    if not isinstance(spec, str) or not spec.strip():
+        _fail("model.init_from", spec, "null, a workdir / checkpoint / .keras / SavedModel path or SCHEME:ARG")
+    scheme = init_scheme(spec)
+    if scheme is not None and scheme not in reg.INIT_SOURCES:
+        raise ConfigError(f"model.init_from: {spec!r} names the source scheme {scheme!r}, which is not known; "
+                          f"allowed schemes: {', '.join(reg.INIT_SOURCES.names()) or '(none)'}, or a path "
+                          f"(write ./{spec} for a path that contains ':')")
+
+
+def init_scheme(spec: str) -> Optional[str]:
+    """The ``SCHEME`` of an ``init_from`` value ``SCHEME:ARG`` (a word of 2+ letters, digits or ``_``
+    before the first ``:``), or None: a path."""
+    head, sep, _ = spec.partition(":")
+    if sep and len(head) >= 2 and head.replace("_", "").isalnum() and head[0].isalpha():
+        return head
+    return None
+
+
+def check_encoder_decoder_pair(model) -> None:
+    """A decoder limited to some encoders (``dpt``: the DINOv2 token maps) gets one of them, and a ViT
+    encoder (``patch_size`` in its metadata) a decoder that reads tokens; ``dpt``'s depth_type is known."""
+    readers = reg.DECODERS.meta(model.decoder).get("encoders")
+    if readers is not None and model.encoder not in readers:
+        _one_of("model.encoder", model.encoder, readers)
+    if "patch_size" in reg.ENCODERS.meta(model.encoder) and readers is None:
+        token_decoders = [n for n in reg.DECODERS.names() if model.encoder in (reg.DECODERS.meta(n).get("encoders") or ())]
+        raise ConfigError(f"model.decoder: {model.decoder!r} reads feature maps P1..P5, which {model.encoder!r} "
+                          f"(ViT tokens) does not output; use model.decoder: {' or '.join(token_decoders)}")
+    depth_types = reg.DECODERS.meta(model.decoder).get("depth_types")
+    if depth_types and isinstance(model.decoder_args, dict):
+        _one_of("model.decoder_args.depth_type", model.decoder_args.get("depth_type", depth_types[0]), depth_types)
+
+
+def check_patch_size(cfg) -> None:
+    """ViT encoders cut the image into patches: both sides of data.input_size are multiples of the patch."""
+    patch = reg.ENCODERS.meta(cfg.model.encoder).get("patch_size")
+    if patch and any(int(side) % patch or int(side) < 6 * patch for side in cfg.data.input_size):
+        near = [max(6 * patch, round(int(side) / patch) * patch) for side in cfg.data.input_size]
+        _fail("data.input_size", cfg.data.input_size,
+              f"[H, W] multiples of {patch} (the patch size of {cfg.model.encoder}), at least {6 * patch} "
+              f"(6 patches), e.g. {near}")
 
 
 def _check_loss_args(key: str, name: str, args: Dict[str, Any], what: str) -> None:
@@ -182,8 +252,8 @@ def check_loss(terms, model) -> None:
         if kind == "outputs":
             inner = term.args.get("loss", "l1")
             reg.LOSSES.check(inner, f"{key}.args.loss")
-            if reg.LOSSES.meta(inner)["input"] != "depth":
-                depth_terms = [n for n in reg.LOSSES.names() if reg.LOSSES.meta(n)["input"] == "depth"]
+            if reg.LOSSES.meta(inner)["input"] not in ("depth", "depth_norm"):
+                depth_terms = [n for n in reg.LOSSES.names() if reg.LOSSES.meta(n)["input"] in ("depth", "depth_norm")]
                 _one_of(f"{key}.args.loss", inner, depth_terms)
             _check_loss_args(f"{key}.args.loss_args", inner, term.args.get("loss_args") or {}, f"loss {inner!r}")
             weights = term.args.get("weights")
@@ -214,6 +284,17 @@ def check_sid_consistency(terms, model) -> None:
                               f"{inference!r} does not decode; use inference: {' or '.join(readings)}")
 
 
+def _check_phase_length(key: str, phase) -> None:
+    """Exactly one of ``epochs`` / ``steps``, each an integer >= 0 (0 skips the phase)."""
+    if phase.epochs is not None and phase.steps is not None:
+        raise ConfigError(f"{key}: give epochs or steps, not both (got epochs: {phase.epochs}, steps: {phase.steps}); "
+                          f"e.g. --set {key.replace('[', '.').rstrip(']').replace('].', '.')}.epochs=null to keep steps")
+    if phase.steps is not None:
+        _int_at_least(f"{key}.steps", phase.steps, 0)  # 0: the phase is skipped
+    else:
+        _int_at_least(f"{key}.epochs", phase.epochs, 0)  # 0: the phase is skipped (--set train.phases.1.epochs=0)
+
+
 def _check_schedule(key: str, schedule) -> None:
     reg.SCHEDULES.check(schedule.name, f"{key}.name")
     _finite(f"{key}.lr", schedule.lr, 0.0, low_open=True)
@@ -241,13 +322,18 @@ def check_train(train) -> None:
         if not phase.name or phase.name in names:
             _fail(f"{key}.name", phase.name, "a name, unique among the phases")
         names.add(phase.name)
-        _int_at_least(f"{key}.epochs", phase.epochs, 0)  # 0: the phase is skipped (--set train.phases.1.epochs=0)
+        _check_phase_length(key, phase)
         _one_of(f"{key}.chunks", phase.chunks, PHASE_CHUNKS)
+        if phase.min_chunks is not None:
+            _int_at_least(f"{key}.min_chunks", phase.min_chunks, 1)
+            if phase.chunks != "each":
+                _fail(f"{key}.min_chunks", phase.min_chunks,
+                      "null unless chunks: each (the paper's chunk count of a phase that trains each chunk in turn)")
         _check_schedule(f"{key}.schedule", phase.schedule)
-    if not any(phase.epochs for phase in train.phases):  # epochs: 0 skips a phase, but not every phase
-        raise ConfigError(f"train.phases[*].epochs: every phase has epochs: 0 "
+    if not any(phase.epochs or phase.steps for phase in train.phases):  # 0 skips a phase, but not every phase
+        raise ConfigError(f"train.phases[*].epochs: every phase has epochs: 0 (or steps: 0) "
                           f"({', '.join(ph.name for ph in train.phases)}), so the run would train nothing; "
-                          "expected at least one phase with epochs >= 1 (epochs: 0 skips a phase)")
+                          "expected at least one phase with epochs >= 1 or steps >= 1 (0 skips a phase)")
     opt = train.optimizer
     reg.OPTIMIZERS.check(opt.name, "train.optimizer.name")
     _finite("train.optimizer.weight_decay", opt.weight_decay, 0.0)
@@ -257,6 +343,16 @@ def check_train(train) -> None:
     if opt.clipnorm is not None:
         _finite("train.optimizer.clipnorm", opt.clipnorm, 0.0, low_open=True)
     _finite("train.optimizer.epsilon", opt.epsilon, 0.0, low_open=True)
+    _one_of("train.optimizer.weight_decay_mode", opt.weight_decay_mode, WEIGHT_DECAY_MODES)
+    if opt.name == "adamw" and opt.weight_decay_mode != "decoupled":
+        raise ConfigError("train.optimizer.weight_decay_mode: 'coupled' contradicts optimizer 'adamw' (decoupled by "
+                          "definition); use name: adam with weight_decay_mode: coupled (PyTorch Adam weight_decay=) "
+                          "or keep adamw with weight_decay_mode: decoupled")
+    if not isinstance(opt.lr_multipliers, dict):
+        _fail("train.optimizer.lr_multipliers", opt.lr_multipliers, f"a mapping of {' / '.join(MODEL_PARTS)} to factors")
+    for part, factor in opt.lr_multipliers.items():
+        _one_of("train.optimizer.lr_multipliers (key)", part, MODEL_PARTS)
+        _finite(f"train.optimizer.lr_multipliers.{part}", factor, 0.0)
     if train.steps_per_epoch is not None:
         _int_at_least("train.steps_per_epoch", train.steps_per_epoch, 1)
     _int_at_least("train.grad_accum_steps", train.grad_accum_steps, 1)
@@ -294,6 +390,7 @@ def check_experiment(cfg) -> None:
         _fail("name", cfg.name, "a run name")
     check_data(cfg.data)
     check_model(cfg.model)
+    check_patch_size(cfg)
     check_loss(cfg.loss, cfg.model)
     check_train(cfg.train)
     check_eval(cfg.eval)
@@ -302,20 +399,44 @@ def check_experiment(cfg) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _phase_groups(cfg, phase) -> Optional[int]:
+    """The chunk groups ``phase`` trains in turn (1 for ``chunks: all``), when known at load."""
+    if phase.chunks == "all":
+        return 1
+    return cfg.data.synthetic.chunks if cfg.data.dataset == "synthetic" else None
+
+
 def _phase_steps(cfg, phase) -> Optional[int]:
     """About how many steps ``phase`` has, when that is known before the data exist (else None):
-    a synthetic dataset's size is in the config, and ``train.steps_per_epoch`` caps every epoch."""
+    a synthetic dataset's size is in the config, ``train.steps_per_epoch`` caps every epoch, and a
+    ``steps`` phase has exactly ``steps`` per chunk group."""
     train, syn = cfg.train, cfg.data.synthetic
+    groups = _phase_groups(cfg, phase)
+    if phase.steps is not None:
+        return None if groups is None else phase.steps * groups
     cap = train.steps_per_epoch
     if cfg.data.dataset == "synthetic":
-        groups = syn.chunks if phase.chunks == "each" else 1
         per_group = syn.num_train // groups // train.batch_size
         per_group = min(per_group, cap) if cap else per_group
     elif cap and phase.chunks == "all":  # tfrecord: at most cap steps per epoch
-        groups, per_group = 1, cap
+        per_group = cap
     else:
         return None
     return phase.epochs * groups * per_group
+
+
+def _phase_units(cfg, phase) -> Optional[int]:
+    """The epoch units of ``phase`` (``tfdepth.training.plan``) when known at load, else None."""
+    groups = _phase_groups(cfg, phase)
+    if groups is None:
+        return None
+    if phase.steps is None:
+        return phase.epochs * groups
+    if cfg.data.dataset != "synthetic":
+        return None  # a steps phase's units are passes over the data: their size is in the manifest
+    per_pass = cfg.data.synthetic.num_train // groups // cfg.train.batch_size
+    unit = min(per_pass, cfg.train.steps_per_epoch or per_pass)
+    return groups * -(-phase.steps // unit) if unit > 0 else None
 
 
 def _warmup_warning(p: int, warmup: int, steps: int, exact: bool) -> Optional[str]:
@@ -333,7 +454,7 @@ def _validation_warning(every: int, units: int) -> Optional[str]:
 
 
 def _units_known_at_load(cfg) -> bool:
-    return cfg.data.dataset == "synthetic" or all(ph.chunks == "all" for ph in cfg.train.phases)
+    return all(_phase_units(cfg, ph) is not None for ph in cfg.train.phases)
 
 
 def config_warnings(cfg) -> List[str]:
@@ -342,12 +463,11 @@ def config_warnings(cfg) -> List[str]:
     out = []
     for p, phase in enumerate(cfg.train.phases):
         warmup = phase.schedule.args.get("warmup_steps")
-        steps = _phase_steps(cfg, phase) if warmup and phase.epochs else None
+        steps = _phase_steps(cfg, phase) if warmup and (phase.epochs or phase.steps) else None
         if steps is not None:
-            out.append(_warmup_warning(p, warmup, steps, exact=False))
+            out.append(_warmup_warning(p, warmup, steps, exact=phase.steps is not None))
     if _units_known_at_load(cfg):
-        chunks = cfg.data.synthetic.chunks if cfg.data.dataset == "synthetic" else 1
-        units = sum(ph.epochs * (chunks if ph.chunks == "each" else 1) for ph in cfg.train.phases)
+        units = sum(_phase_units(cfg, ph) for ph in cfg.train.phases)
         out.append(_validation_warning(cfg.train.validate_every_epochs, units))
     return [m for m in out if m]
 
@@ -359,7 +479,7 @@ def plan_warnings(cfg, phase_steps: List[int], units: int) -> List[str]:
     out = []
     for p, phase in enumerate(cfg.train.phases):
         warmup = phase.schedule.args.get("warmup_steps")
-        if warmup and phase.epochs and _phase_steps(cfg, phase) is None:
+        if warmup and (phase.epochs or phase.steps) and _phase_steps(cfg, phase) is None:
             out.append(_warmup_warning(p, warmup, phase_steps[p], exact=True))
     if not _units_known_at_load(cfg):
         out.append(_validation_warning(cfg.train.validate_every_epochs, units))

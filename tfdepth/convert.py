@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         module = DATASET_FORMATS.get(name)
         p = sub.add_parser(name, help=DATASET_FORMATS.entry(name).description,
                            description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--input", required=True, help="source file or directory")
+        multiple = getattr(module, "MULTIPLE_INPUTS", False)
+        p.add_argument("--input", required=True, nargs="+" if multiple else None,
+                       help="source files or directories (several are combined)" if multiple else
+                       "source file or directory")
         p.add_argument("--output", required=True, help="dataset directory to write (shards + manifest.json)")
         p.add_argument("--split", default=None,
                        help="single-split formats (folder, kitti): the split to write (default train); "

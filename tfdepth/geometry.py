@@ -82,6 +82,19 @@ class Intrinsics:
         """The intrinsics of the window starting at row ``top``, column ``left``."""
         return Intrinsics(self.fx, self.fy, self.cx - left, self.cy - top)
 
+    def flipped(self, width: int) -> "Intrinsics":
+        """The intrinsics of the picture mirrored left-right (``width`` pixels): ``cx' = W - 1 - cx``."""
+        return Intrinsics(self.fx, self.fy, int(width) - 1 - self.cx, self.cy)
+
+    def padded(self, top: int, left: int) -> "Intrinsics":
+        """The intrinsics of the picture with ``top`` rows and ``left`` columns added before it."""
+        return Intrinsics(self.fx, self.fy, self.cx + left, self.cy + top)
+
+    @property
+    def focal_px(self) -> float:
+        """The one focal length of the canonical camera: ``(fx + fy) / 2`` (Metric3D)."""
+        return 0.5 * (self.fx + self.fy)
+
     def horizontal_fov_deg(self, width: int) -> float:
         return math.degrees(2.0 * math.atan(0.5 * int(width) / self.fx))
 
@@ -112,6 +125,28 @@ def intrinsics_for_model_input(intrinsics: Intrinsics, image_size: Sequence[int]
     if resize_mode != "resize":
         raise ValueError(f"resize_mode must be 'resize' or 'center_crop', got {resize_mode!r}")
     return intrinsics.scaled(image_size, input_size)
+
+
+def focal_px_from_35mm(focal_35mm: float, width: int) -> float:
+    """Focal length in pixels of a picture ``width`` pixels wide from its EXIF ``FocalLengthIn35mmFilm``
+    (mm): ``f_px = f35 / 36 * width``, a 35 mm frame being 36 mm wide (exact for a picture with the
+    3:2 frame's width; the EXIF value itself is defined on the frame's diagonal, so for other aspect
+    ratios this is the usual approximation)."""
+    if not (math.isfinite(float(focal_35mm)) and float(focal_35mm) > 0):
+        raise ValueError(f"35 mm equivalent focal length must be a positive number, got {focal_35mm}")
+    return float(focal_35mm) / 36.0 * int(width)
+
+
+def canonical_depth_scale(focal_px, canonical_focal_px: float):
+    """``f / f_c``: metric depth = canonical depth * this (Metric3D's canonical camera transform).
+
+    A camera of focal length ``f`` (pixels of the model input) sees a scene at depth ``d`` exactly as
+    the canonical camera ``f_c`` sees it at depth ``d * f_c / f``; a canonical-camera model is trained on
+    ``d / (f / f_c)`` and its prediction is multiplied by ``f / f_c``. Works on floats, NumPy arrays and
+    TensorFlow tensors alike (``focal_px`` per sample, broadcast by the caller)."""
+    if not (math.isfinite(float(canonical_focal_px)) and float(canonical_focal_px) > 0):
+        raise ValueError(f"canonical focal length must be a positive number of pixels, got {canonical_focal_px}")
+    return focal_px / float(canonical_focal_px)
 
 
 def backproject(depth_m: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
@@ -235,6 +270,7 @@ def read_ply(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
 
 __all__ = [
-    "DEFAULT_FOV_DEG", "Intrinsics", "backproject", "center_crop_window", "intrinsics_for_model_input",
+    "DEFAULT_FOV_DEG", "Intrinsics", "backproject", "canonical_depth_scale", "center_crop_window",
+    "focal_px_from_35mm", "intrinsics_for_model_input",
     "point_cloud", "read_ply", "write_ply",
 ]

@@ -53,7 +53,7 @@ def registry_listing() -> str:
 
     blocks = []
     for registry in ALL:
-        width = max(map(len, registry.names()))
+        width = max(map(len, registry.names()), default=0)
         lines = [f"{registry.kind}: {registry.description}"]
         lines += [f"  {name:<{width}}  {registry.entry(name).description}" for name in registry.names()]
         blocks.append("\n".join(lines))

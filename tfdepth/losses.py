@@ -9,11 +9,14 @@ A *depth* term is ``fn(pred_m, gt_m, **args) -> per-example loss [B] float32`` w
 (zero) gradients — invalid ground truth is replaced by a finite value before any arithmetic, so no
 NaN reaches a ``tf.where`` branch that is not taken.
 
+A *DepthNorm* term (``densedepth``) is ``fn(y_pred [B, h, w, 1], gt_m, **args) -> [B]`` with ``y_pred``
+DenseDepth's regression target m / d: the model's ``depth_norm`` output when it has one (the
+``densedepth`` decoder), else :func:`to_depth_norm` of its ``depth``.
 A *SID* term (``sid_ce``, ``sid_ordinal``) is ``fn(sid_logits [B, h, w, K], gt_m, **args) -> [B]``.
 A term that needs the whole model output dict (``deep_supervision``) is ``fn(outputs, gt_m, **args)``.
 Which input a term takes is the ``input`` metadata of its entry in the catalogue
-(``tfdepth.registries.LOSSES``: ``"depth"``, ``"sid_logits"`` or ``"outputs"``); :func:`build_loss`
-routes accordingly.
+(``tfdepth.registries.LOSSES``: ``"depth"``, ``"depth_norm"``, ``"sid_logits"`` or ``"outputs"``);
+:func:`build_loss` routes accordingly.
 
 Values set once elsewhere in the config reach the terms through :func:`build_loss`: ``max_depth_m``
 (``data.max_depth_m``) goes to every term that takes it, the SID bins (``model.decoder_args``, see
@@ -41,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdepth.errors import ConfigError
+from tfdepth.models.decoders.heads import DEPTH_NORM_RANGE
 from tfdepth.registries import LOSSES
 from tfdepth.sid import (  # re-exported: the SID helpers live in tfdepth/sid.py
     DEFAULT_ALPHA_M,
@@ -114,24 +118,36 @@ def _finite_difference_l1(pred, gt, valid) -> tf.Tensor:
     return loss_x + loss_y
 
 
-# Sobel kernels (unnormalised, as in Hu et al. 2019's gradient / normal losses).
-_SOBEL_X = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float32)
+# Sobel kernels (unnormalised, as in Hu et al. 2019's gradient / normal losses), signs as
+# tf.image.sobel_edges (x: right minus left, y: bottom minus top).
+_SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
 _SOBEL_Y = _SOBEL_X.T.copy()
+GRADIENT_PADDINGS = ("valid", "reflect")
 
 
-def image_gradients(x: tf.Tensor, valid: tf.Tensor, operator: str = "sobel"):
+def image_gradients(x: tf.Tensor, valid: tf.Tensor, operator: str = "sobel", padding: str = "valid"):
     """Depth gradients and their validity: returns (grad_x, grad_y, mask), all [B, h', w', 1].
 
-    ``operator="sobel"``: 3x3 Sobel filters (x: [[1,0,-1],[2,0,-2],[1,0,-1]], y its transpose),
-    'VALID' padding (h' = h - 2, w' = w - 2); a gradient is valid when all 9 pixels of its window are.
-    ``operator="diff"``: forward differences x[i, j+1] - x[i, j] and x[i+1, j] - x[i, j] on the
-    common (h - 1) x (w - 1) grid; valid when the three pixels involved are.
+    ``operator="sobel"``: 3x3 Sobel filters (x: [[-1,0,1],[-2,0,2],[-1,0,1]], y its transpose).
+    ``padding="valid"``: no padding (h' = h - 2, w' = w - 2); ``"reflect"``: the map (and its validity)
+    is reflect-padded by one pixel first, so h' = h, w' = w: exactly ``tf.image.sobel_edges``, which
+    the released DeepLabv3+ depth code uses. A gradient is valid when all 9 pixels of its window are.
+    ``operator="diff"`` (valid padding only): forward differences x[i, j+1] - x[i, j] and
+    x[i+1, j] - x[i, j] on the common (h - 1) x (w - 1) grid; valid when the three pixels involved are.
     """
+    if padding not in GRADIENT_PADDINGS:
+        raise ValueError(f"gradient padding must be one of {', '.join(GRADIENT_PADDINGS)}, got {padding!r}")
     if operator == "sobel":
         kernel = tf.constant(np.stack([_SOBEL_X, _SOBEL_Y], axis=-1)[:, :, None, :])  # [3, 3, 1, 2]
+        valid_f = tf.cast(valid, tf.float32)
+        if padding == "reflect":
+            pads = [[0, 0], [1, 1], [1, 1], [0, 0]]
+            x, valid_f = tf.pad(x, pads, mode="REFLECT"), tf.pad(valid_f, pads, mode="REFLECT")
         grads = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
-        window = tf.nn.conv2d(tf.cast(valid, tf.float32), tf.ones([3, 3, 1, 1]), strides=1, padding="VALID")
+        window = tf.nn.conv2d(valid_f, tf.ones([3, 3, 1, 1]), strides=1, padding="VALID")
         return grads[..., 0:1], grads[..., 1:2], window > 8.5
+    if padding != "valid":
+        raise ValueError(f"gradient operator {operator!r} takes padding 'valid' only, got {padding!r}")
     if operator == "diff":
         gx = _dx(x)[:, :-1, :, :]
         gy = _dy(x)[:, :, :-1, :]
@@ -167,48 +183,61 @@ def _ssim_tf(x, y, max_val: float, filter_size: int, filter_sigma: float, k1: fl
     return tf.image.ssim(x, y, max_val=max_val, filter_size=filter_size, filter_sigma=filter_sigma, k1=k1, k2=k2)
 
 
+def to_depth_norm(depth_m, max_depth_m: float) -> tf.Tensor:
+    """DenseDepth's DepthNorm of a depth map: ``m / clip(d, m / DEPTH_NORM_RANGE, m)`` (m = ``max_depth_m``).
+
+    Used for the ground truth, and for the prediction of a model without a ``depth_norm`` output
+    (a metric head); then the clip sits inside the gradient (zero outside [m / 100, m])."""
+    m = float(max_depth_m)
+    return m / tf.clip_by_value(tf.cast(depth_m, tf.float32), m / DEPTH_NORM_RANGE, m)
+
+
 def densedepth_loss(
-    pred_m,
+    y_pred,
     gt_m,
     max_depth_m: float = 10.0,
-    min_depth_m: Optional[float] = None,
     depth_weight: float = 0.1,
     ssim_filter_size: int = 11,
     ssim_filter_sigma: float = 1.5,
 ):
     """DenseDepth loss (Alhashim & Wonka; DenseNet-169 transfer paper eq. 1-4), per example [B]::
 
-        y = m / d  (reciprocal depth, m = max_depth_m)
-        L = 0.1 * mean|y - y^| + (mean_x|dx y - dx y^| + mean_y|dy y - dy y^|) + clip((1 - SSIM(y, y^)) / 2, 0, 1)
+        y = m / clip(g, m / 100, m)       (the target: released DepthNorm, m = max_depth_m = 10 m)
+        L = 0.1 * mean|y^ - y| + (1 / n) sum(|dy y^ - dy y| + |dx y^ - dx y|) + clip((1 - SSIM(y, y^)) / 2, 0, 1)
 
-    Depths are clipped to [min_depth_m, max_depth_m] before the reciprocal (min_depth_m defaults to
-    max_depth_m / 100: 0.1 m .. 10 m for NYU as in DenseDepth), so y lies in [1, m / min_depth_m] and
-    a zero prediction cannot make an infinity. Valid pixels: gt finite, > 0 and <= max_depth_m.
+    ``y_pred`` (y^) is the model's ``depth_norm`` output: DenseDepth's linear regression of m / d,
+    used as it is (nothing clipped inside the gradient; ``build_loss`` routes it here, or
+    :func:`to_depth_norm` of ``depth`` for a model without that output). As the released Keras
+    ``depth_loss_function``:
 
-    * L1 and gradient terms are masked means (gradient pairs need both pixels valid).
+    * the gradients are ``tf.image.image_gradients``' forward differences, whose last row (dy) /
+      column (dx) is zero, and their sum is divided by the number of PIXELS n (eq. 3's 1/n), not
+      of pixel pairs; here a pair counts when both pixels are valid and n is the number of valid
+      pixels, which equals the released value on a fully valid map;
     * SSIM is ``tf.image.ssim`` (Gaussian window ``ssim_filter_size`` = 11, sigma 1.5, k1 = 0.01,
       k2 = 0.03; shrunk to the image size for images smaller than 11 px) with ``max_val`` = the
-      dynamic range of the target values, ``max_depth_m / min_depth_m`` (= 100; the reference
-      DenseDepth code passes ``maxDepthVal / minDepthVal`` = 1000 / 10), NOT an 8-bit image range.
+      target's dynamic range ``DEPTH_NORM_RANGE`` (= 100; the released ``maxDepthVal`` = 1000 / 10).
       At invalid pixels the target is replaced by the prediction so that they add no difference
-      (they still sit in the SSIM windows, which is unavoidable for a windowed statistic). An
-      example with no valid pixel therefore gets SSIM = 1 and contributes 0.
+      (they still sit in the SSIM windows, unavoidable for a windowed statistic); an example with
+      no valid pixel gets SSIM = 1 and contributes 0.
+
+    Valid pixels: gt finite, > 0 and <= max_depth_m.
     """
     max_depth_m = float(max_depth_m)
-    min_depth_m = max_depth_m / 100.0 if min_depth_m is None else float(min_depth_m)
-    if not 0 < min_depth_m < max_depth_m:
-        raise ValueError(f"densedepth: need 0 < min_depth_m < max_depth_m, got {min_depth_m}, {max_depth_m}")
-    pred, gt, valid = _prepare(pred_m, gt_m, max_depth_m, fill=max_depth_m)
-    y_pred = max_depth_m / tf.clip_by_value(pred, min_depth_m, max_depth_m)
-    y_true = max_depth_m / tf.clip_by_value(gt, min_depth_m, max_depth_m)
+    y_pred = tf.cast(y_pred, tf.float32)
+    _, gt, valid = _prepare(y_pred, gt_m, max_depth_m, fill=max_depth_m)
+    y_true = to_depth_norm(gt, max_depth_m)
     l_depth = masked_mean(tf.abs(y_pred - y_true), valid)
-    l_grad = _finite_difference_l1(y_pred, y_true, valid)
-    h, w = pred.shape[1], pred.shape[2]
+    pairs_y = tf.where(_pair_mask_y(valid), tf.abs(_dy(y_pred) - _dy(y_true)), 0.0)
+    pairs_x = tf.where(_pair_mask_x(valid), tf.abs(_dx(y_pred) - _dx(y_true)), 0.0)
+    n_valid = tf.maximum(tf.reduce_sum(tf.cast(valid, tf.float32), axis=[1, 2, 3]), 1.0)
+    l_grad = (tf.reduce_sum(pairs_y, axis=[1, 2, 3]) + tf.reduce_sum(pairs_x, axis=[1, 2, 3])) / n_valid
+    h, w = y_pred.shape[1], y_pred.shape[2]
     if h is None or w is None:
         raise ValueError("densedepth: prediction height and width must be static for SSIM")
     filter_size = int(min(int(ssim_filter_size), h, w))
     y_true_filled = tf.where(valid, y_true, y_pred)
-    ssim = _ssim_tf(y_true_filled, y_pred, max_depth_m / min_depth_m, filter_size, float(ssim_filter_sigma), 0.01, 0.03)
+    ssim = _ssim_tf(y_true_filled, y_pred, DEPTH_NORM_RANGE, filter_size, float(ssim_filter_sigma), 0.01, 0.03)
     l_ssim = tf.clip_by_value((1.0 - ssim) * 0.5, 0.0, 1.0)
     return float(depth_weight) * l_depth + l_grad + l_ssim
 
@@ -239,33 +268,47 @@ def berhu_loss(pred_m, gt_m, c_mode: str = "batch", c_fraction: float = 0.2, max
     return masked_mean(tf.where(abs_err <= c, abs_err, quadratic), valid)
 
 
-def grad_magnitude_loss(pred_m, gt_m, operator: str = "sobel", max_depth_m: Optional[float] = None):
+GRADIENT_COMPONENTS = ("sum", "mean")
+
+
+def grad_magnitude_loss(pred_m, gt_m, operator: str = "sobel", padding: str = "valid", components: str = "sum",
+                        max_depth_m: Optional[float] = None):
     """l_grad.mg of the DeepLabv3+ detail-preserving objective (eq. 5), per example [B]::
 
-        mg = mean |grad_y g - grad_y d| + |grad_x d - grad_x g|
+        components="sum"  (eq. 5):          mg = mean_i |grad_y g - grad_y d| + |grad_x d - grad_x g|
+        components="mean" (released code):  mg = mean_i (|grad_y g - grad_y d| + |grad_x d - grad_x g|) / 2
 
     These are the first two components of the cross product of the normals n = (-grad_x, -grad_y, 1)
-    (eq. 4). The paper does not name the gradient operator; the default follows Hu et al. (its
-    reference [15], whose l_grad / l_normal it simplifies): 3x3 Sobel filters. ``operator="diff"``
-    uses forward differences. Mean over pixels whose whole stencil is valid.
+    (eq. 4). The released code (HQMDE ``losses.py``) takes ``tf.reduce_mean`` of |difference| over the
+    stacked [grad_y, grad_x] of ``tf.image.sobel_edges``, i.e. over both components: half of eq. 5.
+    The paper does not name the gradient operator; the released code and Hu et al. (its reference
+    [15]) use 3x3 Sobel filters (default); ``operator="diff"`` uses forward differences.
+    ``padding``: ``"valid"`` (no padding) or ``"reflect"`` (``tf.image.sobel_edges``: full size, the
+    border reflected). Mean over pixels whose whole stencil is valid.
     """
+    if components not in GRADIENT_COMPONENTS:
+        raise ValueError(f"grad_magnitude: components must be one of {', '.join(GRADIENT_COMPONENTS)}, "
+                         f"got {components!r}")
     pred, gt, valid = _prepare(pred_m, gt_m, max_depth_m)
-    dx, dy, mask = image_gradients(pred, valid, operator)
-    gx, gy, _ = image_gradients(gt, valid, operator)
-    return masked_mean(tf.abs(gy - dy) + tf.abs(dx - gx), mask)
+    dx, dy, mask = image_gradients(pred, valid, operator, padding)
+    gx, gy, _ = image_gradients(gt, valid, operator, padding)
+    value = masked_mean(tf.abs(gy - dy) + tf.abs(dx - gx), mask)
+    return value if components == "sum" else 0.5 * value
 
 
-def grad_direction_loss(pred_m, gt_m, operator: str = "sobel", max_depth_m: Optional[float] = None):
+def grad_direction_loss(pred_m, gt_m, operator: str = "sobel", padding: str = "valid",
+                        max_depth_m: Optional[float] = None):
     """l_grad.dr of the DeepLabv3+ detail-preserving objective (eq. 6), per example [B]::
 
         dr = mean |grad_y g * grad_x d - grad_y d * grad_x g|
 
-    (the third component of n^d x n^g). Operator and masking as in ``grad_magnitude``. Note the
-    term is quadratic in depth gradients (units m^2 per pixel^2 with Sobel's factor 4 included).
+    (the third component of n^d x n^g; the released code's ``tf.reduce_mean`` of the same). Operator,
+    padding and masking as in ``grad_magnitude``. Note the term is quadratic in depth gradients (units
+    m^2 per pixel^2 with Sobel's factor 4 included).
     """
     pred, gt, valid = _prepare(pred_m, gt_m, max_depth_m)
-    dx, dy, mask = image_gradients(pred, valid, operator)
-    gx, gy, _ = image_gradients(gt, valid, operator)
+    dx, dy, mask = image_gradients(pred, valid, operator, padding)
+    gx, gy, _ = image_gradients(gt, valid, operator, padding)
     return masked_mean(tf.abs(gy * dx - dy * gx), mask)
 
 
@@ -370,6 +413,9 @@ def deep_supervision_loss(
 ):
     """Weighted sum of depth term ``loss`` over the auxiliary outputs ``depth_aux1`` .. , per example [B].
 
+    A DepthNorm inner term (``densedepth``) reads ``depth_norm_aux1`` .. where the model has them
+    (DenseDepth's linear aux heads), else :func:`to_depth_norm` of ``depth_auxK``.
+
     ``weights``: one per auxiliary output in numeric order (default: 1 each); a length mismatch is an
     error naming the outputs found. ``upsample_outputs=True`` (the DenseNet-169 paper: "upsampling
     each to match the size of the original ground truth"): each auxiliary depth is resized bilinearly
@@ -388,9 +434,10 @@ def deep_supervision_loss(
     if len(weights) != len(keys):
         raise ValueError(f"deep_supervision: {len(weights)} weights for {len(keys)} auxiliary outputs {keys}")
     gt_m = tf.cast(gt_m, tf.float32)
+    kind = LOSSES.meta(loss)["input"]
     total = None
     for key, weight in zip(keys, weights):
-        aux = tf.cast(outputs[key], tf.float32)
+        aux = _term_input(outputs, key, kind, args.get("max_depth_m"))
         if upsample_outputs:
             aux = tf.image.resize(aux, tf.shape(gt_m)[1:3], method="bilinear")
             value = fn(aux, gt_m, **args)
@@ -405,11 +452,25 @@ def deep_supervision_loss(
 # --------------------------------------------------------------------------------------------------
 
 
+DEPTH_INPUTS = ("depth", "depth_norm")
+
+
 def _depth_term(name: str, where: str) -> Callable:
-    if LOSSES.meta(name)["input"] != "depth":
-        depth_terms = [n for n in LOSSES.names() if LOSSES.meta(n)["input"] == "depth"]
+    if LOSSES.meta(name)["input"] not in DEPTH_INPUTS:
+        depth_terms = [n for n in LOSSES.names() if LOSSES.meta(n)["input"] in DEPTH_INPUTS]
         raise ConfigError(f"{where}: loss {name!r} does not take a depth map; allowed: {', '.join(depth_terms)}")
     return LOSSES.get(name)
+
+
+def _term_input(outputs: Dict[str, Any], key: str, kind: str, max_depth_m: Optional[float]) -> tf.Tensor:
+    """What a term of input ``kind`` reads from output ``key`` (``depth``, ``depth_aux1``, ``sid_logits``):
+    for ``depth_norm`` the model's ``depth_norm`` / ``depth_norm_auxK`` output, or DepthNorm of the depth."""
+    if kind == "depth_norm":
+        norm_key = key.replace("depth", "depth_norm", 1)
+        if norm_key in outputs:
+            return tf.cast(outputs[norm_key], tf.float32)
+        return to_depth_norm(outputs[key], 10.0 if max_depth_m is None else max_depth_m)
+    return tf.cast(outputs[key], tf.float32)
 
 
 def _allowed_args(fn: Callable) -> List[str]:
@@ -509,10 +570,10 @@ def build_loss(terms: Sequence[Any], max_depth_m: Optional[float] = None,
             if uses == "outputs":
                 value = fn(outputs, gt_m, **args)
             else:
-                source = "depth" if uses == "depth" else "sid_logits"
+                source = "sid_logits" if uses == "sid_logits" else "depth"
                 if source not in outputs:
                     raise ValueError(f"loss {name!r} needs model output {source!r}; the model gives {sorted(outputs)}")
-                pred = tf.cast(outputs[source], tf.float32)
+                pred = _term_input(outputs, source, uses, args.get("max_depth_m"))
                 value = fn(pred, resize_gt_nearest(gt_m, pred), **args)
             value = tf.cast(value, tf.float32)
             per_term[key] = value

@@ -11,7 +11,8 @@ Protocols (:func:`get_protocol`):
   int(0.40810811 H):int(0.99189189 H), cols int(0.03594771 W):int(0.96405229 W)), ``eigen`` (rows
   int(0.3324324 H):int(0.91351351 H), cols int(0.0359477 W):int(0.96405229 W)), ``kb`` (the 352x1216
   Kitti-benchmark region at the bottom centre: rows H-352:H, cols (W-1216)//2 : +1216, as BTS
-  crops its input) or ``none``. Indices use ``int()`` truncation exactly as the BTS eval code.
+  crops its input) or ``none``. Indices use ``int()`` truncation exactly as the BTS eval code:
+  Garg on a 375x1242 frame is rows 153:371, cols 44:1197 (:func:`crop_box`).
 * ``none``  valid = gt finite and > 0; prediction: nan and values below 1e-3 -> 1e-3 (keeps the logs
   finite); no upper clip, so a +inf prediction gives honest infinite errors.
 
@@ -125,15 +126,42 @@ def crop_window(shape: Tuple[int, int], crop: str) -> Tuple[slice, slice]:
     raise ValueError(f"unknown crop {crop!r}; allowed: {', '.join(CROPS)}")
 
 
+def _window_name(protocol: Protocol) -> str:
+    return "kitti_eigen" if protocol.crop == "eigen" and protocol.name == "kitti" else protocol.crop
+
+
 def crop_mask(shape: Tuple[int, int], protocol: Protocol) -> np.ndarray:
     """bool [H, W]: True inside the protocol's crop (``eigen`` means the KITTI Eigen crop for kitti)."""
-    crop = protocol.crop
-    if crop == "eigen" and protocol.name == "kitti":
-        crop = "kitti_eigen"
-    rows, cols = crop_window(shape, crop)
+    rows, cols = crop_window(shape, _window_name(protocol))
     mask = np.zeros((int(shape[0]), int(shape[1])), dtype=bool)
     mask[rows, cols] = True
     return mask
+
+
+def crop_box(shape: Tuple[int, int], protocol: Protocol) -> Tuple[int, int, int, int]:
+    """The protocol's crop on an H x W ground-truth map as [top, bottom, left, right] pixel indices
+    (rows top:bottom, cols left:right), e.g. Garg on 375x1242 -> (153, 371, 44, 1197), NYU Eigen on
+    480x640 -> (45, 471, 41, 601)."""
+    rows, cols = crop_window(shape, _window_name(protocol))
+    return int(rows.start), int(rows.stop), int(cols.start), int(cols.stop)
+
+
+def protocol_record(protocol: Protocol, sizes: Dict[Tuple[int, int], int]) -> Dict[str, object]:
+    """What a result says of its protocol: ``name``, ``crop``, ``crop_box`` [top, bottom, left, right] in
+    ground-truth pixels and the ``gt_size`` [H, W] it was applied to, then the depth and clip limits.
+
+    ``sizes``: ground-truth size -> images of that size. With several sizes ``crop_box`` and ``gt_size``
+    are None and ``sizes`` lists ``{gt_size, crop_box, images}`` per size; with none both are None.
+    """
+    out: Dict[str, object] = {"name": protocol.name, "crop": protocol.crop, "crop_box": None, "gt_size": None}
+    if len(sizes) == 1:
+        (size,) = sizes
+        out["crop_box"], out["gt_size"] = list(crop_box(size, protocol)), list(size)
+    elif sizes:
+        out["sizes"] = [{"gt_size": list(size), "crop_box": list(crop_box(size, protocol)), "images": n}
+                        for size, n in sorted(sizes.items())]
+    out.update({k: v for k, v in dataclasses.asdict(protocol).items() if k not in out})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,8 +328,10 @@ class _Average:
         self.sums = {k: 0.0 for k in (_STAT_KEYS if pooled else METRIC_KEYS)}
         self.ssim_sum = 0.0
         self.ssim_images = 0
+        self.pixels = 0
 
     def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        self.pixels += int(np.size(gt))
         stats = _pixel_stats(pred, gt)
         values = stats if self.pooled else _metrics_from_stats(stats)
         for k in self.sums:
@@ -323,6 +353,7 @@ class _Average:
         if self.with_ssim:
             out["ssim"] = self.ssim_sum / self.ssim_images if self.ssim_images else math.nan
         out["count"] = self.images
+        out["pixels"] = self.pixels
         return out
 
 
@@ -332,11 +363,13 @@ class MetricAccumulator:
     ``update(pred_m, gt_m, image=None)`` takes one HxW prediction and ground truth (metres, same
     size). ``result()`` returns::
 
-        {"overall": {metric: value, ..., "count": images}, "per_range": {"[0,1)": {...}, ...},
-         "count": images scored, "skipped": images without a valid pixel, "pixels": valid pixels}
+        {"overall": {metric: value, ..., "count": images, "pixels": valid pixels}, "per_range": {"[0,1)": {...}, ...},
+         "count": images scored, "skipped": images without a valid pixel, "pixels": valid pixels,
+         "protocol": {"name", "crop", "crop_box": [top, bottom, left, right], "gt_size": [H, W], ...}
+         (:func:`protocol_record`), "averaging": "per_image" | "pooled"}
 
     Per-range entries restrict the valid pixels to gt in the range and average over the images that
-    have pixels there (their ``count``); a range without any pixel has nan metrics. ``image`` is
+    have pixels there (their ``count``, their valid ``pixels``); a range without any pixel has nan metrics. ``image`` is
     accepted for API symmetry (qualitative plots live in ``tfdepth.evaluation.plots``); SSIM of the depth maps
     is added as ``ssim`` when ``with_ssim=True`` (overall only).
     """
@@ -351,10 +384,12 @@ class MetricAccumulator:
         self.skipped = 0
         self.pixels = 0
         self.per_image: List[Dict[str, float]] = []
+        self.sizes: Dict[Tuple[int, int], int] = {}  # ground-truth size -> images (for the protocol record)
 
     def update(self, pred_m, gt_m, image=None) -> Optional[Dict[str, float]]:
         """Adds one image; returns its metrics (None when it has no valid pixel and is skipped)."""
         pred, gt, valid = prepare_pair(pred_m, gt_m, self.protocol)
+        self.sizes[gt.shape] = self.sizes.get(gt.shape, 0) + 1
         count = int(valid.sum())
         if count == 0:
             self.skipped += 1
@@ -383,7 +418,7 @@ class MetricAccumulator:
         out["count"] = self._overall.images
         out["skipped"] = self.skipped
         out["pixels"] = self.pixels
-        out["protocol"] = dataclasses.asdict(self.protocol)
+        out["protocol"] = protocol_record(self.protocol, self.sizes)
         out["averaging"] = "pooled" if self.pooled else "per_image"
         return out
 

@@ -1,11 +1,12 @@
 """Predict metric depth for pictures, folders and videos.
 
 ``python -m tfdepth.predict --model PATH --input IMAGE|DIR|VIDEO [...] --output DIR
-[--save png16,color,npy,ply] [--intrinsics fx,fy,cx,cy | --fov DEG]``
+[--save png16,color,npy,ply] [--intrinsics fx,fy,cx,cy | --focal-px F | --fov DEG]``
 
 ``PATH``: a training workdir / checkpoint, a SavedModel (TF Serving ``DIR`` or ``DIR/N``) or a
-``.tflite`` file. Pictures of any size and aspect ratio are resized to the model input and the depth
-is resized back, so every output has the picture's own size (after its EXIF orientation is applied).
+``.tflite`` file. Pictures of any size and aspect ratio are padded to the model input's aspect ratio
+(pixels stay square), resized to the model input, and the depth is resized back and cut to the
+picture, so every output has the picture's own size (after its EXIF orientation is applied).
 Greyscale, RGBA and 16-bit pictures are accepted. Per picture ``<stem>``:
 
 - ``<stem>_depth_mm.png``    16-bit PNG, millimetres (metres = value / 1000; saturates at 65.535 m)
@@ -13,10 +14,13 @@ Greyscale, RGBA and 16-bit pictures are accepted. Per picture ``<stem>``:
 - ``<stem>_depth_m.npy``     float32 [H, W] metres
 - ``<stem>_points.ply``      coloured point cloud (camera frame: x right, y down, z forward, metres)
 
-Point clouds need the camera intrinsics: ``--intrinsics fx,fy,cx,cy`` (pixels of the pictures as
-read, i.e. after EXIF rotation), or ``--fov DEG`` (horizontal field of view), else the intrinsics of
-the model's training data (scaled to each picture) when the export carries them, else a guessed
-60 degree horizontal field of view (said in the log). A video (``.mp4``, ``.avi``, ...) is predicted
+The camera of each picture (for point clouds, and for the depth itself of a model trained with a
+canonical camera, docs/camera.md): ``--intrinsics fx,fy,cx,cy`` (pixels of the pictures as read,
+i.e. after EXIF rotation), or ``--focal-px F`` (principal point at the centre), or ``--fov DEG``
+(horizontal field of view), else the picture's EXIF ``FocalLengthIn35mmFilm`` (f = f35 / 36 x its long
+side), else (a model without canonical camera) the camera of the model's training data with its
+aspect ratio kept, else a stated default 60 degree horizontal field of view. ``predictions.json``
+records every picture's intrinsics and their source. A video (``.mp4``, ``.avi``, ...) is predicted
 frame by frame into ``DIR/<stem>/<stem>_<frame>_*``. A folder is read in name order (``--recursive``
 for subfolders). A file that cannot be read is reported by name and the rest still run; the exit
 code is 1 if any input failed. ``DIR/predictions.json`` lists every input with its outputs,
@@ -53,13 +57,16 @@ def parse_range(text: Optional[str]) -> Optional[Tuple[float, float]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdepth.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="workdir / checkpoint, SavedModel dir, or .tflite file")
+    parser.add_argument("--model", required=True, help="workdir / checkpoint, SavedModel dir, .tflite file, or hf:DIR / hf:OWNER/NAME "
+                        "(a transformers Depth Anything checkpoint)")
     parser.add_argument("--input", required=True, nargs="+", help="image file(s), folder(s) or video file(s)")
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--save", default="png16,color,npy,ply", help="outputs, comma-separated (default: all four)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels of the input pictures")
+    group.add_argument("--focal-px", type=float, help="focal length in pixels of the input pictures (centred)")
     group.add_argument("--fov", type=float, help="horizontal field of view in degrees (square pixels, centred)")
+    parser.add_argument("--no-exif", action="store_true", help="ignore the pictures' EXIF focal length")
     parser.add_argument("--recursive", action="store_true", help="also read subfolders of folder inputs")
     parser.add_argument("--color-range", help="MIN,MAX metres of the colour map (default: per picture 1-99th percentile)")
     parser.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY (default binary little-endian)")
@@ -77,6 +84,8 @@ def main(argv=None) -> int:
         Intrinsics.parse(args.intrinsics)  # fail before the (slow) model load
     if args.fov is not None:
         Intrinsics.from_fov(args.fov, (2, 2))
+    if args.focal_px is not None and not 0 < args.focal_px < float("inf"):
+        raise ValueError(f"--focal-px must be a positive number of pixels, got {args.focal_px}")
     jobs, missing, skipped = collect_jobs(args.input, args.recursive)
     if not jobs and not missing:
         raise ValueError(f"--input {' '.join(args.input)}: no images or videos found")
@@ -84,16 +93,15 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     predictor = DepthPredictor.load(args.model, num_threads=args.threads)
     print(f"model: {predictor.describe()}")
-    chooser = IntrinsicsChooser(predictor, args.intrinsics, args.fov)
-    if "ply" in save:
-        print(chooser.describe())
+    chooser = IntrinsicsChooser(predictor, args.intrinsics, args.fov, args.focal_px, use_exif=not args.no_exif)
+    print(chooser.describe())
     if skipped:
         print(f"skipping {len(skipped)} file(s) that are neither images nor videos (e.g. {skipped[0]})")
     summary = run(predictor, jobs, args.output, save, chooser, color_range, not args.ply_ascii, args.video_every,
                   args.max_frames, progress=not args.quiet)
     summary.failures = missing + summary.failures
     summary.records = [{"input": p, "error": m} for p, m in missing] + summary.records
-    write_predictions(args.output, args.model, summary.records, chooser.source if "ply" in save else None)
+    write_predictions(args.output, args.model, summary.records, chooser.source)
     elapsed = time.perf_counter() - start
     print(f"done: {summary.images} image(s), {summary.frames} video frame(s) -> {args.output} ({elapsed:.1f} s)")
     if summary.failures:

@@ -9,10 +9,14 @@ Metadata:
 
 - encoders: ``output_strides`` (allowed ``model.output_stride``), ``stages`` (``model.freeze``
   "N" may go up to it), ``imagenet`` (whether ``model.encoder_weights: imagenet`` exists),
-  ``weight_files`` (the weight-file suffixes the encoder reads);
+  ``weight_files`` (the weight-file suffixes the encoder reads), ``patch_size`` (ViT encoders: both
+  sides of ``data.input_size`` must be multiples of it);
 - decoders: ``outputs`` (besides ``depth``: ``sid_logits`` for SID heads, ``depth_aux`` for
-  ``depth_aux1``..), ``aux_outputs_arg`` (the ``decoder_args`` switch that turns ``depth_aux`` on);
-- losses: ``input``: ``depth`` (the depth map), ``sid_logits`` (SID logits), ``outputs`` (the whole
+  ``depth_aux1``..), ``aux_outputs_arg`` (the ``decoder_args`` switch that turns ``depth_aux`` on),
+  ``encoders`` (the only encoders the decoder reads, where it is limited to some), ``depth_types``
+  (the allowed ``decoder_args.depth_type``, default first: metric metres or relative disparity);
+- losses: ``input``: ``depth`` (the depth map), ``depth_norm`` (DenseDepth's m / d: the model's
+  ``depth_norm`` output, else m / depth), ``sid_logits`` (SID logits), ``outputs`` (the whole
   output dict, deep supervision).
 """
 
@@ -33,8 +37,18 @@ ENCODERS.add("resnet50", f"{_ENC}.resnet:resnet50", "ResNet-50, keras.applicatio
              output_strides=(32, 16, 8), stages=5, imagenet=True, weight_files=_RESNET_WEIGHTS)
 ENCODERS.add("resnet101", f"{_ENC}.resnet:resnet101", "ResNet-101, keras.applications layout, dilatable",
              output_strides=(32, 16, 8), stages=5, imagenet=True, weight_files=_RESNET_WEIGHTS)
+ENCODERS.add("resnet50v2", f"{_ENC}.resnet_v2:resnet50v2",
+             "ResNet-50 v2 (pre-activation), keras.applications ResNet50V2 layout, dilatable, multi-grid (1, 2, 4)",
+             output_strides=(32, 16, 8), stages=5, imagenet=True, weight_files=(".weights.h5", ".h5"))
 ENCODERS.add("densenet169", f"{_ENC}.densenet:densenet169", "DenseNet-169, keras.applications (output stride 32)",
              output_strides=(32,), stages=5, imagenet=True, weight_files=(".weights.h5", ".h5"))
+# DINOv2 ViT/14 (keras-hub layers) for the Depth Anything V2 DPT decoder; whole-model weights come from
+# model.init_from (hf:DIR / hf:REPO_ID / keras_hub:PRESET); stages = embeddings + transformer blocks
+for _size, _blocks, _what in (("small", 12, "ViT-S/14, 22.1 M"), ("base", 12, "ViT-B/14, 86.6 M"),
+                              ("large", 24, "ViT-L/14, 304 M"), ("tiny", 4, "32 wide, 4 blocks: CPU tests, demo")):
+    ENCODERS.add(f"dinov2_{_size}", f"{_ENC}.dinov2:dinov2_{_size}",
+                 f"DINOv2 {_what} (keras-hub), token maps for decoder dpt; input sides multiples of 14",
+                 output_strides=(14,), stages=_blocks + 1, imagenet=False, weight_files=(), patch_size=14)
 
 # --------------------------------------------------------------------------------------------------
 DECODERS = Registry("decoder", "decoders / heads: features -> depth in metres (and extra outputs)")
@@ -43,13 +57,17 @@ DECODERS.add("unet_transpose", f"{_DEC}.unet:unet_transpose",
              "U-Net with transposed-conv upsampling and skips (curriculum ResNet-34 paper)", outputs=())
 DECODERS.add("densedepth", f"{_DEC}.densedepth:densedepth",
              "DenseDepth bilinear decoder with skips, half-resolution output (+ deep supervision)",
-             outputs=("depth_aux",), aux_outputs_arg="deep_supervision")
+             outputs=("depth_aux", "depth_norm"), aux_outputs_arg="deep_supervision")
 DECODERS.add("transpose5", f"{_DEC}.transpose5:transpose5",
              "five stride-2 transposed convolutions from P5 (ResNet-50 synthetic paper)", outputs=())
 DECODERS.add("deeplabv3plus", f"{_DEC}.deeplabv3plus:deeplabv3plus",
              "DeepLabv3+ ASPP + decoder for depth (original and baseline+ variants)", outputs=())
 DECODERS.add("deeplabv2_sid", f"{_DEC}.deeplabv2_sid:deeplabv2_sid",
              "DeepLab v2 ASPP classifier over SID depth bins (sid_logits + decoded depth)", outputs=("sid_logits",))
+DECODERS.add("dpt", f"{_DEC}.dpt:dpt",
+             "Depth Anything V2 DPT neck + head (keras-hub), metric (sigmoid x max) or relative; dinov2_* only",
+             outputs=(), encoders=("dinov2_small", "dinov2_base", "dinov2_large", "dinov2_tiny"),
+             depth_types=("metric", "relative"))
 
 # --------------------------------------------------------------------------------------------------
 LOSSES = Registry("loss", "loss terms: (prediction, ground truth metres, mask) -> per-example loss")
@@ -57,8 +75,8 @@ _L = "tfdepth.losses"
 LOSSES.add("l1", f"{_L}:l1_loss", "masked mean |d - g| in metres", input="depth")
 LOSSES.add("edge_aware", f"{_L}:edge_aware_loss", "L1 + lam * finite-difference gradient L1 (curriculum paper)",
            input="depth")
-LOSSES.add("densedepth", f"{_L}:densedepth_loss", "DenseDepth: 0.1 L1 + gradient + (1 - SSIM) / 2 on m / d",
-           input="depth")
+LOSSES.add("densedepth", f"{_L}:densedepth_loss", "DenseDepth: 0.1 L1 + gradient + (1 - SSIM) / 2 on y = m / d",
+           input="depth_norm")
 LOSSES.add("berhu", f"{_L}:berhu_loss", "reverse Huber, c = 1/5 of the batch's max error (Laina et al.)",
            input="depth")
 LOSSES.add("grad_magnitude", f"{_L}:grad_magnitude_loss", "DeepLabv3+ l_grad.mg: Sobel gradient differences",
@@ -83,9 +101,19 @@ SCHEDULES.add("exponential", f"{_S}:exponential", "lr * decay_rate^(step / decay
 # --------------------------------------------------------------------------------------------------
 OPTIMIZERS = Registry("optimizer", "optimisers: (OptimizerConfig, common keras kwargs) -> keras optimiser")
 _O = "tfdepth.training.optimizers"
-OPTIMIZERS.add("adam", f"{_O}:adam", "Adam (decoupled weight decay when weight_decay > 0)")
+OPTIMIZERS.add("adam", f"{_O}:adam", "Adam (weight decay per train.optimizer.weight_decay_mode)")
 OPTIMIZERS.add("adamw", f"{_O}:adamw", "AdamW, decoupled weight decay")
-OPTIMIZERS.add("sgd", f"{_O}:sgd", "SGD with momentum")
+OPTIMIZERS.add("sgd", f"{_O}:sgd", "SGD with momentum (weight decay per train.optimizer.weight_decay_mode)")
+
+# --------------------------------------------------------------------------------------------------
+# model.init_from: SCHEME:ARG. A target is fn(arg: str, cfg: ExperimentConfig) -> keras.Model or
+# {variable path: array} (weights matched by path and shape: tfdepth.training.init_from).
+INIT_SOURCES = Registry("init source", "converted models for model.init_from SCHEME:ARG: weights by variable path")
+_HF = "tfdepth.models.hf_depth_anything"
+INIT_SOURCES.add("hf", f"{_HF}:init_from_hf",
+                 "transformers DepthAnythingForDepthEstimation checkpoint: hf:DIR or hf:OWNER/NAME (dinov2_* + dpt)")
+INIT_SOURCES.add("keras_hub", f"{_HF}:init_from_keras_hub",
+                 "keras-hub Depth Anything V2 preset (relative): keras_hub:depth_anything_v2_small / base / large")
 
 # --------------------------------------------------------------------------------------------------
 STRATEGIES = Registry("strategy", "tf.distribute strategies: () -> tf.distribute.Strategy")
@@ -126,4 +154,5 @@ DATASET_FORMATS.add("kitti", f"{_C}.kitti", "KITTI annotated depth + raw RGB fro
 DATASET_FORMATS.add("folder", f"{_C}.folder",
                     "your own RGB + depth pairs: DIR with rgb/ and depth/, or a pair-list file")
 
-ALL = (ENCODERS, DECODERS, LOSSES, SCHEDULES, OPTIMIZERS, STRATEGIES, PROTOCOLS, DEPTH_ENCODINGS, DATASET_FORMATS)
+ALL = (ENCODERS, DECODERS, LOSSES, SCHEDULES, OPTIMIZERS, INIT_SOURCES, STRATEGIES, PROTOCOLS, DEPTH_ENCODINGS,
+       DATASET_FORMATS)

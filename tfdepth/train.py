@@ -5,6 +5,11 @@ a finished run says so and exits 0; a damaged newest checkpoint is skipped, name
 newest one that restores; ``--restart`` moves a previous run aside into ``WORKDIR/previous-<time>/``
 and starts afresh), then evaluates on the validation split and writes
 ``metrics.json`` (model vs. the constant-median baseline).
+
+With ``model.init_from`` a fresh run starts from a trained model's weights (``init_report.json`` in
+the workdir lists what was loaded, new and skipped); a workdir with checkpoints of its own resumes
+from them instead. A curriculum phase (``chunks: each``) on a dataset with fewer chunks than its
+recipe's ``min_chunks`` is refused unless ``--allow-fewer-chunks``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ def main(argv=None) -> int:
     parser.add_argument("--restart", action="store_true",
                         help="move the workdir's previous run (checkpoints, history, metrics, config) aside into "
                              "WORKDIR/previous-<YYYYmmdd-HHMMSS>/ and start afresh (nothing is deleted)")
+    parser.add_argument("--allow-fewer-chunks", action="store_true",
+                        help="train a chunks: each phase on a dataset with fewer chunks than its recipe's "
+                             "min_chunks (the paper's count): a warning instead of an error")
     args = parser.parse_args(argv)
 
     from tfdepth.config import load_config
@@ -38,7 +46,7 @@ def main(argv=None) -> int:
 
     from tfdepth.training.loop import Trainer
 
-    Trainer(cfg, args.workdir, restart=args.restart).run()
+    Trainer(cfg, args.workdir, restart=args.restart, allow_fewer_chunks=args.allow_fewer_chunks).run()
     return 0
 
 

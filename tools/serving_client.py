@@ -4,6 +4,9 @@
     python tools/serving_client.py --url http://localhost:8501 --model depth photo.jpg [more.png ...] \
         --output out/ [--signature serving_bytes|serving_default] [--version N] [--save png16,color,npy]
 
+    # without TF Serving: the real SavedModel behind TF Serving's REST API on 127.0.0.1 (a free port)
+    python tools/serving_client.py --local export/depth photo.jpg --output out/
+
 Requests go to ``{url}/v1/models/{model}[/versions/{N}]:predict`` in TF Serving's row format:
 
 - ``serving_bytes`` (default):
@@ -16,7 +19,16 @@ Requests go to ``{url}/v1/models/{model}[/versions/{N}]:predict`` in TF Serving'
 The answer ``{"predictions": [depth [H][W][1]]}`` (metres) is saved per picture as
 ``<stem>_depth_mm.png`` (16-bit millimetres), ``<stem>_depth_color.png`` and/or ``<stem>_depth_m.npy``
 (written by ``tfdepth.serving.outputs``, as ``python -m tfdepth.predict`` writes them).
-Needs only the Python standard library, NumPy and ``tfdepth.io`` (OpenCV) — no TensorFlow.
+
+``--local SAVEDMODEL_DIR`` starts :class:`tfdepth.serving.rest.LocalRestServer` in this process: the
+SavedModel (``DIR`` with numbered versions, or ``DIR/N``) answers TF Serving's REST requests on
+loopback, and the pictures are sent to it over HTTP exactly as to TF Serving (``--url`` is then
+ignored): a way to try the client, or test another one, without installing TF Serving.
+
+Needs NumPy, OpenCV and matplotlib, and the ``tfdepth`` package for reading pictures and writing the
+outputs as ``predict`` does (``tfdepth.io``, ``tfdepth.serving.outputs``): run it from a tfdepth
+checkout (it finds the package beside ``tools/``) or where tfdepth is installed. TensorFlow is not
+imported, except by ``--local``.
 """
 
 from __future__ import annotations
@@ -32,6 +44,11 @@ import urllib.request
 from typing import List, Optional
 
 import numpy as np
+
+try:
+    import tfdepth  # noqa: F401
+except ImportError:  # run from a checkout: the package lies beside tools/
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tfdepth.io.images import ImageReadError, decode_image, encode_png, exif_orientation, load_image, png_header
 from tfdepth.serving.outputs import parse_save, write_outputs
@@ -133,6 +150,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--save", default="png16,color", help="png16,color,npy (comma-separated)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--local", metavar="SAVEDMODEL_DIR",
+                        help="serve this SavedModel behind TF Serving's REST API on 127.0.0.1 for the run "
+                             "(no TF Serving needed; --url is ignored)")
     args = parser.parse_args(argv)
 
     try:
@@ -140,6 +160,26 @@ def main(argv=None) -> int:
     except ValueError as e:
         parser.error(str(e))
     os.makedirs(args.output, exist_ok=True)
+    server = None
+    if args.local:
+        from tfdepth.serving.rest import LocalRestServer
+
+        try:
+            server = LocalRestServer(args.local, args.model).start()
+        except (FileNotFoundError, OSError) as e:
+            print(f"error: --local {args.local}: {e}", file=sys.stderr)
+            return 2
+        args.url = server.url
+        print(f"--local: serving {server.directory} as model {args.model!r} (version {server.version}) at "
+              f"{server.url} (TF Serving REST API, loopback only)")
+    try:
+        return _send_all(args, save)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _send_all(args, save: List[str]) -> int:
     url = predict_url(args.url, args.model, args.version)
     failures = 0
     for path in args.images:

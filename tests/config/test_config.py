@@ -123,7 +123,7 @@ def test_max_depth_is_set_once_in_data(tmp_path):
 
 
 BAD_VALUES = [
-    ("model.encoder=resnet35", "model.encoder: unknown encoder 'resnet35'; allowed: densenet169, resnet101"),
+    ("model.encoder=resnet35", "model.encoder: unknown encoder 'resnet35'; allowed: densenet169, dinov2_base"),
     ("model.decoder=unet", "model.decoder: unknown decoder 'unet'; allowed: deeplabv2_sid"),
     ("model.decoder_args={filterz: [8]}", "model.decoder_args.filterz: unknown argument of decoder 'unet_transpose'; "
                                           "allowed: filters"),
@@ -161,6 +161,11 @@ BAD_VALUES = [
     ("eval.crop=eigenn", "eval.crop: 'eigenn' is not allowed; allowed: none, eigen, garg, kb"),
     ("eval.gt_resolution=model", "eval.gt_resolution: 'model' is not allowed; allowed: native, input"),
     ("eval.max_images=0", "eval.max_images: expected an integer >= 1, got 0"),
+    ("model.camera=metric", "model.camera: 'metric' is not allowed; allowed: none, canonical"),
+    ("model.camera=canonical", "model.canonical_focal_px: expected the canonical focal length in pixels"),
+    ("model.canonical_focal_px=-5", "model.canonical_focal_px: expected a finite number > 0, got -5.0"),
+    ("data.synthetic.hfov_deg=[100, 45]", "data.synthetic.hfov_deg: expected [min, max] degrees with 0 < min <= max"),
+    ("data.synthetic.hfov_deg=[45, 190]", "data.synthetic.hfov_deg: expected [min, max] degrees"),
 ]
 
 

@@ -48,11 +48,15 @@ def test_parameters_read_from_source_match_the_signature(registry):
 
 def test_loss_metadata_and_decoder_outputs():
     kinds = {n: registries.LOSSES.meta(n)["input"] for n in registries.LOSSES.names()}
-    assert set(kinds.values()) == {"depth", "sid_logits", "outputs"}
+    assert set(kinds.values()) == {"depth", "depth_norm", "sid_logits", "outputs"}
+    assert kinds["densedepth"] == "depth_norm" and "depth_norm" in registries.DECODERS.meta("densedepth")["outputs"]
     assert kinds["sid_ce"] == kinds["sid_ordinal"] == "sid_logits" and kinds["deep_supervision"] == "outputs"
     assert "sid_logits" in registries.DECODERS.meta("deeplabv2_sid")["outputs"]
     for name in registries.ENCODERS.names():
         meta = registries.ENCODERS.meta(name)
+        if "patch_size" in meta:  # ViT (dinov2_*): stride = patch, whole-model weights via model.init_from
+            assert meta["output_strides"] == (meta["patch_size"],) and meta["stages"] >= 1, name
+            continue
         assert 32 in meta["output_strides"] and meta["stages"] >= 1 and meta["weight_files"]
 
 

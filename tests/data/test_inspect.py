@@ -33,17 +33,35 @@ def test_contact_sheet_has_a_bar_and_one_range(monkeypatch):
     low, high = depth_range(*[s["depth_m"][s["depth_m"] > 0] for s in samples])
 
     bar = colorbar_panel(inspect.TILE_H, low, high)
-    assert sheet.shape == (24 + 2 * inspect.TILE_H, 3 * inspect.TILE_W + bar.shape[1], 3)
+    header = sheet.shape[0] - 2 * inspect.TILE_H
+    assert 24 <= header <= 100 and sheet.shape[1:] == (3 * inspect.TILE_W + bar.shape[1], 3)
     # the bar beside the depth row is the colour bar of that range, its ends the map's end colours
-    np.testing.assert_array_equal(sheet[24 + inspect.TILE_H:, 3 * inspect.TILE_W:], bar)
+    np.testing.assert_array_equal(sheet[header + inspect.TILE_H:, 3 * inspect.TILE_W:], bar)
     # the header states the range the tiles are drawn in, and the bar's end labels say the same
-    assert any(f"depth {low:.2f}-{high:.2f} m" in t and "near red, far blue" in t for t in texts)
+    header_text = " ".join(texts)
+    assert f"colours: {low:.2f}-{high:.2f} m for every tile" in header_text and "near red, far blue" in header_text
     assert f"{high:.2f} m" in texts and f"{low:.2f} m" in texts
+    # each tile's label is its own valid range (not the colour range), and the header says so
+    for s in samples:
+        valid = s["depth_m"][s["depth_m"] > 0]
+        assert f"valid {valid.min():.2f}-{valid.max():.2f} m" in texts
+    assert "each map's own valid range" in header_text
     # the tiles use that range: the nearest valid depth of all tiles is the first colour (and so on)
-    depth_row = sheet[24 + inspect.TILE_H:]
+    depth_row = sheet[header + inspect.TILE_H:]
     table = colormap_table()
     nearest = depth_row[100, 0:4]  # first tile, leftmost column: 0.5 m (below the 1st percentile)
     farthest = depth_row[100, 3 * inspect.TILE_W - 4:3 * inspect.TILE_W]  # last tile, rightmost: 7 m
     assert (nearest == table[0]).all() and (farthest == table[-1]).all()
     assert (depth_row[0:8, 0:inspect.TILE_W] == 0).all()  # invalid rows are black
     assert low == pytest.approx(np.percentile(np.concatenate([s["depth_m"][s["depth_m"] > 0] for s in samples]), 1))
+
+
+def test_inspect_writes_the_contact_sheet_into_a_folder_that_does_not_exist_yet(tmp_path, capsys):
+    from helpers import write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "data", num_train=2, num_val=1, height=24, width=32)
+    out = tmp_path / "not" / "yet" / "sheet.png"
+    assert inspect.main([str(tmp_path / "data"), "--output", str(out), "--samples", "2"]) == 0
+    sheet = cv2.imread(str(out), cv2.IMREAD_COLOR)
+    assert sheet is not None and sheet.shape[1] > 2 * inspect.TILE_W  # two tiles and the bar
+    assert f"contact sheet (2 samples of train): {out}" in capsys.readouterr().out

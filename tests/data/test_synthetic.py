@@ -256,6 +256,82 @@ def test_worker_processes_write_identical_files(tmp_path):
         assert (one / shard["path"]).read_bytes() == (two / shard["path"]).read_bytes()
 
 
+def test_random_field_of_view_per_sample_is_recorded(tmp_path):
+    """data.synthetic.hfov_deg draws each sample's horizontal field of view; records (written by one or
+    two render processes) carry it as fx = fy = (W / 2) / tan(hfov / 2), centred principal point; the
+    default (None) keeps the Kinect camera and the manifest description of earlier datasets."""
+    from tfdepth.data.synthetic.scene import kinect_intrinsics, sample_intrinsics
+
+    assert "hfov_deg" not in synthetic.source_description(SMALL)  # cached Kinect datasets stay valid
+    assert sample_intrinsics(5, 48, 64) == kinect_intrinsics(48, 64)
+    cfg = dataclasses.replace(SMALL, num_train=5, num_val=3, hfov_deg=[45.0, 100.0])
+    one, two = tmp_path / "one", tmp_path / "two"
+    manifest = write_synthetic_dataset(cfg, str(one), num_workers=1)
+    assert manifest == write_synthetic_dataset(cfg, str(two), num_workers=2)
+    assert manifest["source"]["hfov_deg"] == [45.0, 100.0] and manifest["intrinsics"] is None  # they differ
+    fovs = []
+    for split, count in (("train", 5), ("val", 3)):
+        for i, sample in enumerate(_read_split(str(one), manifest, split)):
+            fx, fy, cx, cy = (float(v) for v in sample["intrinsics"])
+            fov = math.degrees(2 * math.atan(32.0 / fx))
+            assert fx == pytest.approx(fy) and (cx, cy) == (31.5, 23.5) and 45.0 <= fov <= 100.0
+            assert (fx, fy, cx, cy) == pytest.approx(sample_intrinsics(sample_seed(3, split, i), 48, 64,
+                                                                       [45.0, 100.0]), rel=1e-6)
+            ref = render_scene(sample_seed(3, split, i), 48, 64, [45.0, 100.0])
+            np.testing.assert_allclose(sample["depth_m"], ref["depth_m"], atol=0.5e-3 + 1e-6)
+            fovs.append(fov)
+    assert max(fovs) - min(fovs) > 10.0
+    # a fixed field of view: a wall straight ahead spans exactly the field of view's width
+    wall = Scene(planes=[Plane((0.0, 0.0, -1.0), -4.0, Material())])
+    k = sample_intrinsics(0, 48, 64, [70.0, 70.0])
+    out = render(Camera(48, 64, *k), wall)
+    x_edge = (63 - k[2]) * 4.0 / k[0]  # the last pixel centre's x at 4 m
+    assert x_edge == pytest.approx(4.0 * math.tan(math.radians(35.0)) * 63 / 64, rel=1e-6)
+    np.testing.assert_allclose(out["depth_m"], 4.0, rtol=1e-5)
+
+
+def test_haze_off_renders_the_same_room_without_distance_haze(tmp_path):
+    """data.synthetic.haze: false keeps every random draw (same room, same depth) but sets haze_per_m
+    to 0: a floor of one albedo lit by ambient light only then has one colour at every distance, while
+    the hazy room's floor turns towards the haze colour with distance. The default keeps the manifest
+    description (the cache) of earlier datasets; false is recorded and written alike by 1 or 2 workers."""
+    from tfdepth.data.synthetic.scene import random_scene
+
+    cam, hazy = random_scene(11, 48, 64, [70.0, 70.0])
+    cam2, clear = random_scene(11, 48, 64, [70.0, 70.0], haze=False)
+    assert hazy.haze_per_m > 0.009 and clear.haze_per_m == 0.0
+    assert cam2 == cam and dataclasses.replace(clear, haze_per_m=hazy.haze_per_m, noise_tile=None) == \
+        dataclasses.replace(hazy, noise_tile=None)
+    grey = Material(color=(0.5, 0.5, 0.5))
+    colours = {}
+    for name, scene in (("hazy", hazy), ("clear", clear)):
+        flat = dataclasses.replace(scene, planes=[Plane((0.0, 1.0, 0.0), 0.0, grey)], boxes=[], cylinders=[],
+                                   spheres=[], light_power=0.0, ambient=1.0)
+        out = render(cam, flat)
+        floor = out["depth_m"] > 0
+        colours[name] = (out["rgb"][..., 0][floor].astype(float), out["depth_m"][floor])
+    rgb, depth = colours["clear"]
+    assert np.ptp(depth) > 3.0 and np.all(rgb == rgb[0]) and abs(rgb[0] - 127.5) <= 1.0
+    rgb, depth = colours["hazy"]
+    near, far = rgb[depth < np.percentile(depth, 10)].mean(), rgb[depth > np.percentile(depth, 90)].mean()
+    haze_red = 255.0 * hazy.haze_color[0]
+    assert abs(far - haze_red) < abs(near - haze_red) - 3.0  # farther = closer to the haze colour
+    hazy_sample = render_scene(11, 48, 64, [70.0, 70.0])
+    clear_sample = render_scene(11, 48, 64, [70.0, 70.0], haze=False)
+    np.testing.assert_array_equal(clear_sample["depth_m"], hazy_sample["depth_m"])
+    assert np.abs(clear_sample["rgb"].astype(int) - hazy_sample["rgb"].astype(int)).mean() > 1.0
+
+    assert "haze" not in synthetic.source_description(SMALL)  # the default dataset's cache stays valid
+    cfg = dataclasses.replace(SMALL, num_train=4, num_val=0, chunks=1, haze=False)
+    assert synthetic.source_description(cfg)["haze"] is False
+    one, two = tmp_path / "one", tmp_path / "two"
+    manifest = write_synthetic_dataset(cfg, str(one), num_workers=1)
+    assert manifest == write_synthetic_dataset(cfg, str(two), num_workers=2)
+    sample = next(iter(_read_split(str(one), manifest, "train")))
+    expected = render_scene(sample_seed(3, "train", 0), 48, 64, haze=False)["rgb"]
+    np.testing.assert_array_equal(sample["rgb"], expected)
+
+
 def _mtimes(directory):
     return {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in os.listdir(directory)}
 

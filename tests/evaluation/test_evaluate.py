@@ -1,6 +1,7 @@
 """The evaluate command: file mode on 16-bit PNG folders, its errors, plots, evaluate_model, model mode."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -47,7 +48,7 @@ def test_file_mode_on_16bit_pngs(tmp_path, capsys):
     assert "abs_rel" in printed and "[5,inf)" in printed
     result = json.loads(out.read_text())
     assert {"overall", "per_range", "count"} <= set(result)
-    assert set(result["overall"]) == set(METRIC_KEYS) | {"count"}
+    assert set(result["overall"]) == set(METRIC_KEYS) | {"count", "pixels"}
     assert list(result["per_range"]) == RANGE_LABELS
     assert result["count"] == 3 and result["skipped"] == 0
     # value against the formula: NYU Eigen crop scaled to 48x64 = rows 4:47, cols 4:60
@@ -175,6 +176,50 @@ def test_evaluate_model_flip_average_resize_and_limit():
 
 
 # ----------------------------------------------------------------------------------------------
+# Model mode figures: the stored photos, named
+# ----------------------------------------------------------------------------------------------
+
+
+def test_figures_show_the_stored_photos_named_in_the_order_scored(tmp_path):
+    """``first_records`` reads a split in the evaluation dataset's order (three shards interleaved) with
+    each record's ``source/name``; ``StoredPhotos`` gives the plot collector those stored photos
+    (centre-cropped as the ground truth under centre-crop scoring) and names; a record without a name
+    (a dataset converted before names were stored) is ``split #index``."""
+    from helpers import write_tiny_dataset
+    from tfdepth.config import DataConfig
+    from tfdepth.data import pipeline
+    from tfdepth.data.records import decode_example_numpy, encode_example
+    from tfdepth.evaluation.model_eval import StoredPhotos
+    from tfdepth.evaluation.report import PlotCollector
+    from tfdepth.metrics import get_protocol
+
+    data_dir = tmp_path / "data"
+    manifest, samples = write_tiny_dataset(data_dir, num_train=0, num_val=6, height=24, width=32, records_per_shard=2)
+    assert len(manifest["shards"]) == 3
+    records = pipeline.first_records(str(data_dir), manifest, "val", 4)
+    order = [0, 2, 4, 1]  # shard k holds samples 2k, 2k + 1; read one record of each shard in turn
+    assert [r["name"] for r in records] == [f"tiny val[{i}]" for i in order]
+    cfg = DataConfig(dataset="tfrecord", data_dir=str(data_dir), input_size=[])
+    scored = [images.numpy() for images, _ in pipeline.build_dataset(cfg, "val", 1, training=False)]
+    for k, i in enumerate(order):
+        np.testing.assert_array_equal(records[k]["rgb"], samples["val"][i][0])
+        np.testing.assert_allclose(scored[k][0], samples["val"][i][0] / 255.0, atol=1e-6)  # the same order
+
+    gt = np.full((12, 16), 2.0)  # e.g. the ground truth at the input size
+    unnamed = decode_example_numpy(encode_example(samples["val"][5][0], samples["val"][5][1]))
+    assert unnamed["name"] is None
+    collector = PlotCollector(get_protocol("none"), samples=3, label="val")
+    feed = StoredPhotos(collector, records[:2] + [unnamed], "center_crop", [16, 16])
+    for _ in range(4):
+        feed(np.zeros((16, 16, 3), np.float32), gt * 1.1, gt)
+    assert [s["name"] for s in collector.samples] == ["tiny val[0]", "tiny val[2]", "val #2"]
+    np.testing.assert_array_equal(collector.samples[0]["rgb"], samples["val"][0][0][:, 4:28])  # 24x24 centre
+    assert collector.seen == 4 and int(np.sum(collector.errors.count)) == 4 * gt.size
+    whole = StoredPhotos(PlotCollector(get_protocol("none")), records[:1], "full", [16, 16])
+    assert whole.photo(records[0]["rgb"]).shape == (24, 32, 3)
+
+
+# ----------------------------------------------------------------------------------------------
 # Model mode end to end on a tiny saved model
 # ----------------------------------------------------------------------------------------------
 
@@ -200,6 +245,7 @@ def test_model_mode_on_a_saved_checkpoint(tmp_path, capsys):
     out = tmp_path / "model.json"
     rc = main(["--checkpoint", str(workdir), "--flip-average", "--output", str(out), "--plots", str(tmp_path / "p")])
     assert rc == 0
+    assert re.search(r"^evaluate val: 3 images in [0-9.]+ s \([0-9.]+/s\)$", capsys.readouterr().err, re.M)
     result = json.loads(out.read_text())
     assert result["count"] == 3 and result["split"] == "val" and result["flip_average"] is True
     assert list(result["per_range"]) == RANGE_LABELS

@@ -169,6 +169,9 @@ def test_predict_api_equals_predict_command(server, references):
     # The model's training camera scaled to the picture: the predict command's point-cloud intrinsics.
     record = next(r for r in references["listing"]["items"] if r["input"] == str(references["rgb"]))
     assert result["model_intrinsics"] == pytest.approx(record["intrinsics"], abs=1e-9)
+    # ... and the page's depth used the same camera, chosen by the same logic, and says which
+    assert result["camera"] == {"intrinsics": pytest.approx(record["intrinsics"], abs=1e-9),
+                                "source": record["intrinsics_source"]}
     # The display image is the decoded picture, pixel for pixel; the colour map has the picture's size.
     status, headers, png = call(server, result["image_url"])
     assert status == 200 and headers["Content-Type"] == "image/png"
@@ -266,6 +269,37 @@ def test_ground_truth_metrics_equal_the_evaluate_protocols(server, references):
     expected = image_metrics(depth, (gt_m * 2).astype(np.float32), get_protocol("none"))
     assert scored["overall"]["abs_rel"] == pytest.approx(expected["abs_rel"], rel=1e-12)
     assert scored["color_max_m"] >= np.percentile(gt_m[gt_m > 0] * 2, 99) - 1e-6
+
+
+def test_colour_ranges_each_its_own_or_shared(server, references):
+    """Both colour views of a picture with ground truth: each map in its own range (the colour-map rule
+    on that map) or both in their union; the PNGs are those maps coloured in those ranges."""
+    from tfdepth.io.colormap import colorize, depth_range
+
+    result, depth = predict_file(server, references["rgb"])
+    pred_range = depth_range(depth)
+    for mode in ("own", "shared"):  # one map yet: one range
+        only = result["colors"][mode]
+        assert list(only) == ["pred"] and (only["pred"]["min_m"], only["pred"]["max_m"]) == pytest.approx(pred_range)
+    gt_m = references["gt_m"]
+    status, scored = call_json(server, f"/api/gt?id={result['id']}&scale=1000&protocol=none",
+                               data=references["gt"].read_bytes(), name="scene_depth.png")
+    assert status == 200, scored
+    gt_range = depth_range(gt_m)
+    union = (min(pred_range[0], gt_range[0]), max(pred_range[1], gt_range[1]))
+    assert abs(gt_range[1] - gt_range[0]) > 2 * abs(pred_range[1] - pred_range[0])  # the prediction is flatter
+    expected = {("own", "pred"): (depth, pred_range), ("own", "gt"): (gt_m, gt_range),
+                ("shared", "pred"): (depth, union), ("shared", "gt"): (gt_m, union)}
+    for (mode, which), (depth_map, (low, high)) in expected.items():
+        shown = scored["colors"][mode][which]
+        assert (shown["min_m"], shown["max_m"]) == pytest.approx((low, high), abs=1e-9), (mode, which)
+        status, headers, png = call(server, shown["url"])
+        assert status == 200 and headers["Content-Type"] == "image/png"
+        rgb = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        assert np.mean(rgb != colorize(depth_map, low, high)) < 1e-3, (mode, which)
+    assert (scored["color_min_m"], scored["color_max_m"]) == pytest.approx(union)  # the older keys: shared
+    status, refused = call_json(server, f"/api/color/{result['id']}/gt?range=loud")
+    assert status == 400 and "own or shared" in refused["error"]
 
 
 def test_bad_ground_truth_gets_a_clear_message(server, references, tmp_path):

@@ -364,6 +364,33 @@ def test_page_end_to_end(browser, measure_command, picture, tmp_path):
     assert number(by_id(driver, "hover-gt")) == pytest.approx(g, abs=1e-6)
     assert number(by_id(driver, "hover-relerr")) == pytest.approx(abs(float(depth[v, u]) - g) / g, rel=1e-5)
 
+    # Colour range: by default each map has its own range and its own bar in metres; "shared" puts both
+    # in their union with one bar; the maps shown are those of the chosen range.
+    from tfdepth.io.colormap import depth_range
+
+    pred_range, gt_range = depth_range(depth), depth_range(gt_m)
+    union = (min(pred_range[0], gt_range[0]), max(pred_range[1], gt_range[1]))
+
+    def bar(labels_id):
+        element = by_id(driver, labels_id)
+        return number(element, "data-min"), number(element, "data-max")
+
+    assert by_id(driver, "range-control").is_displayed() and by_id(driver, "range-own").is_selected()
+    assert driver.execute_script("return document.body.dataset.colorRange") == "own"
+    assert by_id(driver, "colorbar-gt").is_displayed()
+    assert bar("colorbar-labels") == pytest.approx(pred_range) and bar("colorbar-gt-labels") == pytest.approx(gt_range)
+    assert "range=own" in by_id(driver, "gt-view").get_attribute("src")
+    for mode, pred_bar in (("shared", union), ("own", pred_range)):
+        by_id(driver, f"range-{mode}").click()
+        wait_for(driver, lambda: driver.execute_script("return document.body.dataset.colorRange") == mode,
+                 f"the {mode} colour range")
+        assert bar("colorbar-labels") == pytest.approx(pred_bar)
+        assert by_id(driver, "colorbar-gt").is_displayed() is (mode == "own")
+        for view in ("depth-view", "gt-view"):
+            assert f"range={mode}" in by_id(driver, view).get_attribute("src")
+            assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                                         by_id(driver, view)) == width
+
     screenshot = tmp_path / "measure_page.png"
     driver.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 10_000

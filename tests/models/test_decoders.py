@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfdepth.models.decoders.blocks import BilinearResize
 from tfdepth.models.decoders.deeplabv2_sid import SIDDepth
-from tfdepth.models.decoders.heads import DepthActivation
+from tfdepth.models.decoders.heads import DEPTH_NORM_RANGE, DepthActivation, DepthFromNorm
 from tfdepth.models.flops import forward_flops, forward_macs
 from tfdepth.registries import DECODERS
 from tfdepth.sid import sid_bin_centres, sid_logits_to_depth
@@ -41,7 +41,8 @@ def standin_encoder(h, w, output_stride=32, channels=STANDIN_CHANNELS, seed=0):
 
 def build(decoder, h, w, output_stride=32, max_depth_m=10.0, **args):
     image = keras.Input((h, w, 3), name="image")
-    features = standin_encoder(h, w, output_stride)(image)
+    features = dict(standin_encoder(h, w, output_stride)(image))
+    features["block1_unit3_conv1"] = features["P2"]  # resnet50v2's extra stride-4 feature (DeepLabv3+ recipe)
     outputs = DECODERS.get(decoder)(features, image, max_depth_m=max_depth_m, **args)
     return keras.Model(image, outputs, name=decoder)
 
@@ -88,21 +89,54 @@ def test_densedepth_half_resolution_and_deep_supervision(h, w):
     model = build("densedepth", h, w, decoder_width=0.5, deep_supervision=True)
     out = model(images(h, w))
     half = (math.ceil(h / 2), math.ceil(w / 2))
-    assert sorted(out) == ["depth", "depth_aux1", "depth_aux2", "depth_aux3"]
+    assert sorted(out) == ["depth", "depth_aux1", "depth_aux2", "depth_aux3",
+                           "depth_norm", "depth_norm_aux1", "depth_norm_aux2", "depth_norm_aux3"]
     for key, value in out.items():
         assert value.shape == (2, *half, 1), key
-        assert value.dtype == tf.float32 and np.all(value.numpy() >= 0), key
+        assert value.dtype == tf.float32, key
+        if not key.startswith("depth_norm"):  # metres: clip(m / y, m / 100, m)
+            assert np.all(value.numpy() >= 10.0 / DEPTH_NORM_RANGE) and np.all(value.numpy() <= 10.0), key
     # decoder widths: 1x1 conv to 0.5 * 32 = 16 channels, then halving 8, 4, 2, 1
     assert model.get_layer("conv2").filters == 16
     assert [model.get_layer(f"up{i}_convB_conv").filters for i in range(1, 5)] == [8, 4, 2, 1]
     assert isinstance(model.get_layer("up1_convA_leaky_relu"), keras.layers.LeakyReLU)
     assert model.get_layer("up1_convA_leaky_relu").negative_slope == pytest.approx(0.2)
-    # auxiliary heads come from up1, up2, up3 (strides 16, 8, 4) and are resized to the output size
-    for i, stride in zip((1, 2, 3), (16, 8, 4)):
-        assert model.get_layer(f"depth_aux{i}_conv").input.shape[1] == math.ceil(h / stride)
-        assert model.get_layer(f"depth_aux{i}_conv").input.shape[2] == math.ceil(w / stride)
+    # deep supervision on the LAST three decoder stages up2, up3, up4 (strides 8, 4, 2; paper III-D),
+    # each head fed by that stage's output and resized to the output size
+    for i, (stage, stride) in enumerate(zip(("up2", "up3", "up4"), (8, 4, 2)), start=1):
+        head = model.get_layer(f"depth_aux{i}_conv")
+        assert tuple(head.input.shape[1:3]) == (math.ceil(h / stride), math.ceil(w / stride))
+        assert head.input is model.get_layer(f"{stage}_convB_leaky_relu").output
+    assert model.get_layer("depth_conv").input is model.get_layer("up4_convB_leaky_relu").output
     plain = build("densedepth", h, w, decoder_width=0.5)
-    assert list(plain.output) == ["depth"]
+    assert sorted(plain.output) == ["depth", "depth_norm"]
+
+
+def test_densedepth_head_is_linear_and_depth_is_the_released_inversion():
+    """conv3 has no activation: y follows the conv without bound; depth = clip(10 / y, 0.1, 10)."""
+    model = build("densedepth", 32, 32, decoder_width=0.5)
+    head = model.get_layer("depth_conv")
+    assert head.activation is keras.activations.linear and head.kernel_size == (3, 3)
+    x = images(32, 32, n=1)
+    y0 = model(x)["depth_norm"].numpy()
+    kernel, bias = head.get_weights()
+    for scale, shift in ((1e6, 0.0), (-1e6, 0.0), (1.0, 5e7)):
+        head.set_weights([kernel * scale, bias + shift])
+        out = model(x)
+        y = out["depth_norm"].numpy()
+        np.testing.assert_allclose(y, y0 * scale + shift, rtol=1e-4, atol=1e-4 * abs(shift) + 1e-3)
+        depth = out["depth"].numpy()
+        np.testing.assert_allclose(depth, np.clip(10.0 / y, 0.1, 10.0), rtol=1e-6)
+    assert np.abs(y).max() > 1e7  # far beyond a sigmoid head's range
+    head.set_weights([kernel, bias])
+    # the pre-issue-14 metric head stays available: m * sigmoid, no depth_norm output
+    metric = build("densedepth", 32, 32, decoder_width=0.5, regress="depth", head_activation="sigmoid")
+    assert sorted(metric.output) == ["depth"] and isinstance(metric.get_layer("depth"), DepthActivation)
+    with pytest.raises(ValueError, match="head_activation is for regress: depth"):
+        build("densedepth", 32, 32, decoder_width=0.5, head_activation="sigmoid")
+    layer = DepthFromNorm(10.0)
+    np.testing.assert_allclose(layer(np.array([0.0, -1.0, 1.0, 4.0, 1e3], np.float32)).numpy(),
+                               [10.0, 0.1, 10.0, 2.5, 0.1])
 
 
 @pytest.mark.parametrize("h,w", [(64, 64), (65, 97)])
@@ -138,6 +172,28 @@ def test_deeplabv3plus_variants(variant):
     else:  # 16-channel features at 1/4, upsampled, then the 1x1 head at full resolution
         assert model.get_layer("decoder_baseline_plus_conv").output.shape[1:] == (*p2_hw, 16)
         assert tuple(head_in[1:]) == (h, w, 16)
+
+
+def test_deeplabv3plus_released_code_settings_visible_in_the_model():
+    """The recipe's released-code choices: ASPP rates 4/8/12, no dropout, a 3x3 conv to 16 channels,
+    the low-level feature it names, he_normal (TF-slim variance scaling) kernels."""
+    h, w = 65, 97
+    model = build("deeplabv3plus", h, w, output_stride=16, aspp_filters=8, decoder_filters=8, low_level_filters=4,
+                  atrous_rates=[4, 8, 12], dropout=0.0, baseline_plus_kernel=3, kernel_initializer="he_normal",
+                  low_level_feature="block1_unit3_conv1")
+    aspp = {l.name: l.dilation_rate for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.name.startswith("aspp_b")}
+    assert sorted(r[0] for r in aspp.values()) == [1, 4, 8, 12]
+    assert not [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    step = model.get_layer("decoder_baseline_plus_conv")
+    assert step.kernel_size == (3, 3) and step.filters == 16
+    assert isinstance(model.get_layer("decoder_baseline_plus_bn"), keras.layers.BatchNormalization)
+    assert isinstance(step.kernel_initializer, keras.initializers.HeNormal)
+    assert isinstance(model.get_layer("depth_conv").kernel_initializer, keras.initializers.HeNormal)
+    default = build("deeplabv3plus", h, w, output_stride=16, aspp_filters=8, decoder_filters=8, low_level_filters=4)
+    assert default.get_layer("decoder_baseline_plus_conv").kernel_size == (1, 1)
+    assert default.get_layer("aspp_dropout").rate == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="baseline_plus_kernel must be 1 or 3"):
+        build("deeplabv3plus", h, w, output_stride=16, baseline_plus_kernel=5)
 
 
 def test_deeplabv3plus_unknown_variant():
@@ -343,7 +399,7 @@ def test_tflite_builtins_conversion_matches_keras(name):
 
 RECIPES = {
     "nyu_unet_resnet34_curriculum.yaml": ("unet_transpose", (64, 64), {"depth": (64, 64, 1)}),
-    "nyu_densedepth_densenet169.yaml": ("densedepth", (64, 96), {"depth": (32, 48, 1)}),
+    "nyu_densedepth_densenet169.yaml": ("densedepth", (64, 96), {"depth": (32, 48, 1), "depth_norm": (32, 48, 1)}),
     "synthetic_transpose5_resnet50.yaml": ("transpose5", (64, 64), {"depth": (64, 64, 1)}),
     "nyu_deeplabv3plus_resnet50.yaml": ("deeplabv3plus", (65, 97), {"depth": (65, 97, 1)}),
     "kitti_deeplabv2_sid_resnet101.yaml": ("deeplabv2_sid", (65, 97), {"sid_logits": (65, 97, 71), "depth": (65, 97, 1)}),
@@ -384,7 +440,8 @@ def test_main_recipe_builds_with_the_real_encoder():
     "name,terms",
     [
         ("densedepth", [{"name": "densedepth", "args": {"max_depth_m": 10.0}},
-                        {"name": "deep_supervision", "args": {"loss": "l1", "weights": [0.5, 0.5, 0.5]}}]),
+                        {"name": "deep_supervision", "args": {"loss": "densedepth", "weights": [0.5, 0.5, 0.5],
+                                                              "loss_args": {"max_depth_m": 10.0}}}]),
         ("deeplabv2_sid", [{"name": "sid_ce", "args": {"alpha_m": 1.0, "beta_m": 80.0}}]),
     ],
 )

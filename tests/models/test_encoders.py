@@ -495,3 +495,50 @@ def test_normalization_and_dilated_conv_convert_to_tflite_builtins():
     layer = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(common.ImageNormalization("caffe")))
     assert isinstance(layer, common.ImageNormalization) and layer.mode == "caffe"
     np.testing.assert_allclose(np.asarray(layer(x)), caffe_want, rtol=1e-6, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# ResNet-50 v2 (pre-activation, TF-slim / keras.applications ResNet50V2 layout) with multi-grid
+
+
+def test_resnet50v2_equals_keras_applications_resnet50v2_and_copies_its_weights(monkeypatch):
+    """At output stride 32 the encoder IS keras.applications ResNet50V2 (same layer names / weights, 'tf'
+    preprocessing); weights='imagenet' copies every array of it."""
+    rng = np.random.default_rng(7)
+    reference = keras.applications.ResNet50V2(include_top=False, weights=None, input_shape=(64, 64, 3))
+    _randomize_bn(reference, rng)
+    monkeypatch.setattr(weights_lib, "keras_applications_model", lambda name, weights="imagenet": reference)
+    model = ENCODERS.get("resnet50v2")(input_shape=(64, 64, 3), weights="imagenet")
+    assert model.count_params() == reference.count_params() == 23_564_800
+    assert common.encoder_parameter_count("resnet50v2", model) == 23_564_800
+    image = _image(rng, size=64, batch=1)
+    want = np.asarray(reference(keras.applications.resnet_v2.preprocess_input(image * 255.0)))
+    feats = _features(model, image)
+    assert _max_rel_err(feats["P5"], want) < 1e-4
+    assert weights_lib.copy_layer_weights(reference, model, "resnet50v2") == len(reference.weights)
+    shapes = {k: tuple(v.shape[1:]) for k, v in feats.items()}
+    assert shapes == {"P1": (32, 32, 64), "P2": (16, 16, 256), "P3": (8, 8, 512), "P4": (4, 4, 1024),
+                      "P5": (2, 2, 2048), "block1_unit3_conv1": (16, 16, 64)}
+    # the low-level feature is slim's block1/unit_3/bottleneck_v2/conv1: conv -> BN -> ReLU of unit 3
+    probe = keras.Model(reference.input, reference.get_layer("conv2_block3_1_relu").output)
+    low = np.asarray(probe(keras.applications.resnet_v2.preprocess_input(image * 255.0)))
+    assert _max_rel_err(feats["block1_unit3_conv1"], low) < 1e-4
+
+
+@pytest.mark.parametrize("output_stride,conv4,conv5", [(16, [1] * 6, [2, 4, 8]), (8, [2] * 6, [4, 8, 16])])
+def test_resnet50v2_dilation_and_multi_grid_follow_slim(output_stride, conv4, conv5):
+    """TF-slim stack_blocks_dense: the unit that would reach the stride runs at stride 1 with the old rate,
+    later units at rate * stride; block4 (conv5) units at rate * multi_grid (1, 2, 4)."""
+    model = ENCODERS.get("resnet50v2")(input_shape=(65, 97, 3), output_stride=output_stride, freeze="2")
+    rates = {l.name: l.dilation_rate[0] for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.kernel.shape[0] == 3}
+    strides = {l.name: l.strides[0] for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.kernel.shape[0] == 3}
+    assert [rates[f"conv5_block{b}_2_conv"] for b in (1, 2, 3)] == conv5
+    assert [rates[f"conv4_block{b}_2_conv"] for b in range(1, 7)] == conv4
+    assert strides["conv4_block6_2_conv"] == 1 and strides["conv2_block3_2_conv"] == 2
+    assert strides["conv3_block4_2_conv"] == (2 if output_stride == 16 else 1)
+    hw = {k: tuple(v.shape[1:3]) for k, v in model.output.items()}
+    feature_hw = tuple((s - 1) // output_stride + 1 for s in (65, 97))  # slim: (s - 1) / OS + 1
+    assert hw["P5"] == feature_hw and hw["block1_unit3_conv1"] == (17, 25)
+    # freeze "2": the stem conv and conv2 (slim's root + block1, not trainable in the released code)
+    assert not model.get_layer("conv1_conv").trainable and not model.get_layer("conv2_block3_2_conv").trainable
+    assert model.get_layer("conv3_block1_preact_bn").trainable and model.get_layer("post_bn").trainable

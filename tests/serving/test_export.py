@@ -179,6 +179,29 @@ def _run_tflite(path, image):
     return interpreter.get_tensor(out["index"])[0, ..., 0], interpreter
 
 
+def test_tflite_interpreter_log_line_only_when_verbose(tmp_path):
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." (once per process) when
+    tensors are allocated: hidden when the commands quiet TensorFlow's C++ logs, shown with --verbose."""
+    import sys
+
+    import tensorflow as tf
+
+    double = tf.function(lambda x: x * 2.0, input_signature=[tf.TensorSpec([1, 4, 4, 3], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([double.get_concrete_function()], double)
+    path = tmp_path / "double.tflite"
+    path.write_bytes(converter.convert())
+    script = ("import numpy as np; from tfdepth.serving.tflite import make_tflite_interpreter as m; "
+              f"i = m(model_path={str(path)!r}); d = i.get_input_details()[0]; "
+              "i.set_tensor(d['index'], np.ones([1, 4, 4, 3], np.float32)); i.invoke(); "
+              "print(float(i.get_tensor(i.get_output_details()[0]['index']).sum()))")
+    for level, shown in (("2", False), ("0", True)):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(REPO_ROOT),
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": level}, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert float(done.stdout) == 96.0  # 2 x 48 ones
+        assert ("XNNPACK delegate" in done.stderr) is shown, (level, done.stderr)
+
+
 @pytest.mark.parametrize("variant,tolerance", [("fp32", 1e-3), ("float16", 1e-2)])
 def test_float_tflite_matches_keras(tflite_dir, keras_model, variant, tolerance):
     model, _ = keras_model

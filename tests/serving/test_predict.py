@@ -34,9 +34,15 @@ def test_backends_agree_at_the_pictures_size(workdir, tmp_path_factory):
     keras_predictor = DepthPredictor.load(str(workdir))
     reference = keras_predictor.predict(rgb)
     assert reference.shape == (37, 53) and reference.dtype == np.float32
-    # The checkpoint backend is the serving computation: check it against the model by hand.
-    x = tf.image.resize(tf.cast(rgb[None], tf.float32), ds.INPUT_SIZE, antialias=True) / 255.0
-    by_hand = tf.image.resize(keras_predictor.model(x)["depth"], (37, 53)).numpy()[0, ..., 0]
+    # The checkpoint backend is the serving computation on the picture padded to the input's aspect
+    # ratio (square pixels, never stretched): check it against the model by hand.
+    from tfdepth.serving.predictor import PAD_RGB
+
+    padded = np.empty((53, 53, 3), np.uint8)
+    padded[...] = PAD_RGB
+    padded[8:45] = rgb  # (53 - 37) // 2 rows above
+    x = tf.image.resize(tf.cast(padded[None], tf.float32), ds.INPUT_SIZE, antialias=True) / 255.0
+    by_hand = tf.image.resize(keras_predictor.model(x)["depth"], (53, 53)).numpy()[0, 8:45, :, 0]
     np.testing.assert_allclose(reference, by_hand, atol=1e-5)
 
     saved = DepthPredictor.load(str(ds.saved_model(base)))
@@ -71,9 +77,16 @@ def test_load_errors_name_the_path(tmp_path):
 
 
 def _expected_intrinsics(image_size):
+    """The training camera at the model input, mapped back to the picture padded to the input's (square)
+    aspect ratio, then the padding removed: square pixels stay square, never stretched."""
     from tfdepth.geometry import Intrinsics
 
-    return Intrinsics(*ds.DATA_INTRINSICS).scaled(ds.DATA_SIZE, ds.INPUT_SIZE).scaled(ds.INPUT_SIZE, image_size)
+    at_input = Intrinsics(*ds.DATA_INTRINSICS).scaled(ds.DATA_SIZE, ds.INPUT_SIZE)
+    side = max(image_size)  # ds.INPUT_SIZE is square
+    top, left = (side - image_size[0]) // 2, (side - image_size[1]) // 2
+    expected = at_input.scaled(ds.INPUT_SIZE, (side, side)).padded(-top, -left)
+    assert expected.fx / expected.fy == pytest.approx(at_input.fx / at_input.fy)  # the training camera's shape
+    return expected
 
 
 def _check_outputs(out_dir, stem, size, intrinsics=None, check_points=True):
@@ -111,7 +124,7 @@ def test_predict_cli_on_real_pictures(workdir, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--model", str(workdir), "--input", *map(str, inputs), "--output", str(out), "--quiet"]) == 0
     log = capsys.readouterr().out
-    assert "intrinsics from training data camera" in log and "done: 9 image(s)" in log
+    assert "else the training data camera (its aspect ratio kept)" in log and "done: 9 image(s)" in log
     summary = json.loads((out / "predictions.json").read_text())
     by_input = {item["input"]: item for item in summary["items"]}
     for picture in pictures:
@@ -120,6 +133,7 @@ def test_predict_cli_on_real_pictures(workdir, tmp_path, capsys):
         assert item["size"] == [height, width]
         intrinsics = _expected_intrinsics((height, width))
         assert item["intrinsics"] == pytest.approx(intrinsics.as_list())
+        assert item["intrinsics_source"] == "training camera"  # none of these pictures has an EXIF focal length
         depth = _check_outputs(out, picture.stem, (height, width), intrinsics)
         assert 0 < depth.min() and depth.max() <= 10.0  # the model's output range (sigmoid * 10 m)
     assert {(p.stem, load_image(str(p)).shape[:2]) for p in pictures} >= {

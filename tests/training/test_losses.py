@@ -95,21 +95,57 @@ def np_gaussian_ssim(x, y, max_val, size=11, sigma=1.5, k1=0.01, k2=0.03):
 
 @pytest.mark.parametrize("shape", [(2, 12, 13), (1, 6, 7)])
 def test_densedepth_matches_numpy(shape):
+    """Masked form: y^ (the model's depth_norm) used as is, target m / clip(g, m / 100, m), gradient
+    sums over valid pairs divided by the number of valid pixels (image_gradients' 1/n)."""
     batch, h, w = shape
-    pred, gt = make_batch(batch, h, w, seed=h, low=0.05, high=12.0)  # some beyond both clip limits
+    _, gt = make_batch(batch, h, w, seed=h, low=0.05, high=12.0)  # some beyond both clip limits
+    yp = np.random.default_rng(h).uniform(-5.0, 120.0, gt.shape).astype(np.float32)  # linear head: any value
     m, lo = 10.0, 0.1
     v = np_valid(gt, m)
-    g = np.where(v, gt, m).astype(np.float64)
-    yp = m / np.clip(pred.astype(np.float64), lo, m)
-    yt = m / np.clip(g, lo, m)
-    l_depth = np_mean(np.abs(yp - yt), v)
-    l_grad = np_grad_pairs(yp, yt, v)
-    yt_filled = np.where(v, yt, yp)
+    yt = m / np.clip(np.where(v, gt, m).astype(np.float64), lo, m)
+    y = yp.astype(np.float64)
+    l_depth = np_mean(np.abs(y - yt), v)
+    sum_y = np.where(v[:, 1:] & v[:, :-1], np.abs((y[:, 1:] - y[:, :-1]) - (yt[:, 1:] - yt[:, :-1])), 0).sum((1, 2, 3))
+    sum_x = np.where(v[:, :, 1:] & v[:, :, :-1], np.abs((y[:, :, 1:] - y[:, :, :-1]) - (yt[:, :, 1:] - yt[:, :, :-1])),
+                     0).sum((1, 2, 3))
+    l_grad = (sum_y + sum_x) / np.maximum(v.sum((1, 2, 3)), 1)
+    yt_filled = np.where(v, yt, y)
     l_ssim = np.array(
-        [np.clip((1 - np_gaussian_ssim(yt_filled[b, ..., 0], yp[b, ..., 0], m / lo)) / 2, 0, 1) for b in range(batch)]
+        [np.clip((1 - np_gaussian_ssim(yt_filled[b, ..., 0], y[b, ..., 0], m / lo)) / 2, 0, 1) for b in range(batch)]
     )
     expected = 0.1 * l_depth + l_grad + l_ssim
-    np.testing.assert_allclose(run_term("densedepth", pred, gt), expected, rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(run_term("densedepth", yp, gt), expected, rtol=2e-4, atol=1e-6)
+
+
+def released_densedepth_loss(y_true, y_pred, theta=0.1, max_depth_val=1000.0 / 10.0):
+    """ialhashim/DenseDepth loss.py ``depth_loss_function``, K.* written as tf.* (Keras' compile then
+    averages the [B] result over the batch)."""
+    l_depth = tf.reduce_mean(tf.abs(y_pred - y_true), axis=-1)
+    dy_true, dx_true = tf.image.image_gradients(y_true)
+    dy_pred, dx_pred = tf.image.image_gradients(y_pred)
+    l_edges = tf.reduce_mean(tf.abs(dy_pred - dy_true) + tf.abs(dx_pred - dx_true), axis=-1)
+    l_ssim = tf.clip_by_value((1 - tf.image.ssim(y_true, y_pred, max_depth_val)) * 0.5, 0, 1)
+    return tf.reduce_mean((1.0 * l_ssim) + (1.0 * tf.reduce_mean(l_edges)) + (theta * tf.reduce_mean(l_depth)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_densedepth_equals_the_released_loss_on_random_maps(seed):
+    """The whole DenseDepth objective through build_loss equals the released Keras loss on y = 10 / d."""
+    rng = np.random.default_rng(seed)
+    gt = rng.uniform(0.1, 10.0, (3, 24, 32, 1)).astype(np.float32)  # fully valid, inside [m / 100, m]
+    y_pred = rng.uniform(-10.0, 110.0, gt.shape).astype(np.float32)  # the linear head's raw y
+    want = float(released_densedepth_loss(tf.constant(10.0 / gt), tf.constant(y_pred)))
+    loss = build_loss([LossTermConfig("densedepth", 1.0, {"depth_weight": 0.1})], max_depth_m=10.0)
+    total, _ = loss({"depth": tf.ones_like(gt), "depth_norm": tf.constant(y_pred)}, tf.constant(gt))
+    assert float(tf.reduce_mean(total)) == pytest.approx(want, rel=1e-5, abs=1e-5)
+    # the gradient reaches y unclipped: values outside [1, 100] still get one
+    y = tf.Variable(y_pred)
+    with tf.GradientTape() as tape:
+        total, _ = loss({"depth": tf.ones_like(gt), "depth_norm": y}, tf.constant(gt))
+        scalar = tf.reduce_mean(total)
+    grad = tape.gradient(scalar, y).numpy()
+    outside = (y_pred < 1.0) | (y_pred > 100.0)
+    assert outside.any() and np.all(np.abs(grad[outside]) > 0)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -134,7 +170,7 @@ def test_berhu_matches_numpy_both_c_modes(batch):
 def np_gradients(x, valid, operator):
     x, valid = x[..., 0], valid[..., 0]
     if operator == "sobel":
-        kx = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float64)
+        kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
         ky = kx.T
         b, h, w = x.shape
         gx = np.zeros((b, h - 2, w - 2))
@@ -165,6 +201,33 @@ def test_gradient_magnitude_and_direction_match_numpy(operator):
     assert np.all(mg > 0)
     np.testing.assert_allclose(run_term("grad_magnitude", pred, gt, operator=operator), mg, rtol=1e-5)
     np.testing.assert_allclose(run_term("grad_direction", pred, gt, operator=operator), dr, rtol=1e-5)
+
+
+def released_gradient_losses(gt, pred):
+    """HalleyJiang/HQMDE losses.py ``compute_gradient_loss`` (l1 norms, no log): tf.image.sobel_edges,
+    magnitude = reduce_mean over both stacked components, direction = reduce_mean of the cross term."""
+    g, d = tf.image.sobel_edges(gt), tf.image.sobel_edges(pred)
+    gy, gx, dy, dx = g[..., 0], g[..., 1], d[..., 0], d[..., 1]
+    direction = tf.reduce_mean(tf.abs(gy * dx - gx * dy))
+    magnitude = tf.reduce_mean(tf.abs(g - d))
+    return float(magnitude), float(direction)
+
+
+def test_gradient_terms_equal_the_released_code_normalisation():
+    """components: mean + padding: reflect reproduce the released code; components: sum is eq. 5 = 2x."""
+    rng = np.random.default_rng(21)
+    gt = rng.uniform(0.5, 9.0, (2, 10, 12, 1)).astype(np.float32)  # dense (NYU filled), as the code assumes
+    pred = rng.uniform(0.5, 9.0, gt.shape).astype(np.float32)
+    want_mg, want_dr = released_gradient_losses(tf.constant(gt), tf.constant(pred))
+    mg = run_term("grad_magnitude", pred, gt, padding="reflect", components="mean").mean()
+    dr = run_term("grad_direction", pred, gt, padding="reflect").mean()
+    assert mg == pytest.approx(want_mg, rel=1e-5) and dr == pytest.approx(want_dr, rel=1e-5)
+    eq5 = run_term("grad_magnitude", pred, gt, padding="reflect", components="sum").mean()
+    assert eq5 == pytest.approx(2.0 * want_mg, rel=1e-5)
+    with pytest.raises(ValueError, match="components must be one of sum, mean"):
+        run_term("grad_magnitude", pred, gt, components="half")
+    with pytest.raises(ValueError, match="padding 'valid' only"):
+        run_term("grad_magnitude", pred, gt, operator="diff", padding="reflect")
 
 
 def test_detail_preserving_objective_composes_from_config():
@@ -330,13 +393,26 @@ def test_build_loss_hands_the_runs_max_depth_and_sid_bins_to_the_terms():
     far = build_loss([LossTermConfig("l1", 1.0), LossTermConfig("densedepth", 1.0)], max_depth_m=5.0)
     _, terms = far({"depth": tf.constant(pred)}, tf.constant(gt))
     np.testing.assert_allclose(terms["l1"].numpy(), run_term("l1", pred, gt, max_depth_m=5.0), rtol=1e-6)
-    np.testing.assert_allclose(terms["densedepth"].numpy(), run_term("densedepth", pred, gt, max_depth_m=5.0),
+    y_of_depth = 5.0 / np.clip(pred, 0.05, 5.0)  # no depth_norm output: DepthNorm of the metric depth
+    np.testing.assert_allclose(terms["densedepth"].numpy(), run_term("densedepth", y_of_depth, gt, max_depth_m=5.0),
                                rtol=1e-5)
     ds = build_loss([LossTermConfig("deep_supervision", 1.0, {"loss": "densedepth"})], max_depth_m=5.0)
     _, ds_terms = ds({"depth": tf.constant(pred), "depth_aux1": tf.constant(pred)}, tf.constant(gt))
     np.testing.assert_allclose(ds_terms["deep_supervision"].numpy(), terms["densedepth"].numpy(), rtol=1e-5)
     with pytest.raises(ValueError, match=r"args.max_depth_m = 10.0 differs from the run's max_depth_m = 5.0"):
         build_loss([LossTermConfig("densedepth", 1.0, {"max_depth_m": 10.0})], max_depth_m=5.0)
+    # a DenseDepth model's linear outputs: depth_norm / depth_norm_auxK are what the terms read
+    y_main = np.random.default_rng(16).uniform(0.0, 120.0, pred.shape).astype(np.float32)
+    y_aux = np.random.default_rng(17).uniform(0.0, 120.0, (2, 4, 4, 1)).astype(np.float32)
+    dd = build_loss([LossTermConfig("densedepth", 1.0),
+                     LossTermConfig("deep_supervision", 1.0, {"loss": "densedepth", "weights": [0.5]})], max_depth_m=5.0)
+    _, dd_terms = dd({"depth": tf.constant(pred), "depth_norm": tf.constant(y_main),
+                      "depth_aux1": tf.ones([2, 4, 4, 1]), "depth_norm_aux1": tf.constant(y_aux)}, tf.constant(gt))
+    np.testing.assert_allclose(dd_terms["densedepth"].numpy(), run_term("densedepth", y_main, gt, max_depth_m=5.0),
+                               rtol=1e-5)
+    y_aux_up = tf.image.resize(y_aux, [8, 8], method="bilinear").numpy()
+    np.testing.assert_allclose(dd_terms["deep_supervision"].numpy(),
+                               0.5 * run_term("densedepth", y_aux_up, gt, max_depth_m=5.0), rtol=1e-5)
 
     rng = np.random.default_rng(15)
     gt_sid = rng.uniform(1.0, 40.0, (2, 4, 4, 1)).astype(np.float32)

@@ -1,5 +1,5 @@
 """``python -m tfdepth.bench --config FILE [--what train,input,infer,scaling] [--output bench.json]
-[--repeats N] [--budget-s S] [--set k=v]``
+[--repeats N] [--budget-s S] [--compare-torch] [--set k=v]``
 
 Measures how fast the configured model trains and runs on this machine and writes one JSON file
 (sections are written as soon as they finish, so a partial run keeps what it measured):
@@ -17,6 +17,9 @@ Measures how fast the configured model trains and runs on this machine and write
   augment -> batch) delivers with the model removed, and ``ratio_to_train`` = that / train images/s.
 - ``infer``: latency per image (batch 1) and throughput (batch 8) of the Keras model, the exported
   SavedModel (``serving_default``) and the TFLite variants fp32 / float16 / dynamic / int8.
+- ``torch`` (``--compare-torch``): tfdepth's graph-mode training step against a PyTorch eager twin of
+  the same network (translated from the Keras layer graph, same weights, loss and Adam), interleaved,
+  and their ratio (``tfdepth.bench.compare_torch``).
 - ``scaling``: training-step and inference cost over image sizes (at batch 1) and batch sizes (at
   the smallest size), as rows of a table (also ``<output>_scaling.md``) and a log-log plot
   (``<output>_scaling.png``).
@@ -100,12 +103,15 @@ def main(argv=None) -> int:
                              "full: every combination")
     parser.add_argument("--profile-dir", help="also write a tf.profiler trace of two graph-mode training steps "
                                               "here (open with TensorBoard's profile plugin)")
+    parser.add_argument("--compare-torch", action="store_true",
+                        help="also time a PyTorch eager twin of the model (same layers, weights, loss, Adam) against "
+                             "tfdepth's training step, back to back (needs torch: pip install -e '.[pth]')")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
 
     what = _parse_list(args.what, "--what", SECTIONS)
-    if not what:
-        raise BenchError(f"--what: name at least one of {', '.join(SECTIONS)}")
+    if not what and not args.compare_torch:
+        raise BenchError(f"--what: name at least one of {', '.join(SECTIONS)} (or '' with --compare-torch)")
     if args.repeats < 1:
         raise BenchError(f"--repeats must be >= 1, got {args.repeats}")
     if args.tflite_threads < 1:
@@ -117,7 +123,8 @@ def main(argv=None) -> int:
     opts = BenchOptions(
         what=what, output=args.output, repeats=args.repeats, min_run_s=args.min_run_s, budget_s=args.budget_s,
         matmul_size=args.matmul_size, train_variants=train_variants, tflite=tflite, tflite_threads=args.tflite_threads,
-        calibration_images=args.calibration_images, input_batches=args.input_batches, scaling_sizes=sizes,
+        calibration_images=args.calibration_images, compare_torch=args.compare_torch,
+        input_batches=args.input_batches, scaling_sizes=sizes,
         scaling_batches=batches, scaling_grid=args.scaling_grid, profile_dir=args.profile_dir)
 
     def log(message: str) -> None:

@@ -8,6 +8,7 @@ import os
 import time
 from typing import Callable, Dict, Optional, Sequence
 
+from tfdepth.bench.compare_torch import bench_compare_torch
 from tfdepth.bench.infer import TFLITE_QUANTIZE, bench_infer
 from tfdepth.bench.input_pipeline import DEFAULT_INPUT_BATCHES, bench_input
 from tfdepth.bench.machine import load_average, machine_info
@@ -19,6 +20,7 @@ from tfdepth.bench.train import (TRAIN_FLOPS_FACTOR, TRAIN_VARIANTS, bench_confi
 from tfdepth.io.files import write_json
 
 SECTIONS = ("train", "input", "infer", "scaling")
+TORCH_SECTION = "torch"  # only with --compare-torch (needs PyTorch)
 
 
 @dataclasses.dataclass
@@ -40,6 +42,7 @@ class BenchOptions:
     scaling_batches: Sequence[int] = DEFAULT_SCALING_BATCHES
     scaling_grid: str = "cross"
     profile_dir: Optional[str] = None
+    compare_torch: bool = False
 
 
 def run_bench(cfg, config_path: str, overrides: Sequence[str], opts: BenchOptions, log: Callable[[str], None],
@@ -52,11 +55,12 @@ def run_bench(cfg, config_path: str, overrides: Sequence[str], opts: BenchOption
 
     from tfdepth.data import pipeline
 
-    what = opts.what
-    budget = Budget(opts.budget_s, [s for s in SECTIONS if s in what], start=start)
+    what = list(opts.what) + ([TORCH_SECTION] if opts.compare_torch else [])
+    sections = [s for s in SECTIONS + (TORCH_SECTION,) if s in what]
+    budget = Budget(opts.budget_s, sections, start=start)
     report: Dict[str, object] = {
         "config": os.path.abspath(config_path), "overrides": list(overrides), "name": cfg.name,
-        "sections": [s for s in SECTIONS if s in what], "repeats": opts.repeats, "min_run_s": opts.min_run_s,
+        "sections": sections, "repeats": opts.repeats, "min_run_s": opts.min_run_s,
         "budget_s": opts.budget_s,
     }
     keras.mixed_precision.set_global_policy("float32")
@@ -127,6 +131,13 @@ def run_bench(cfg, config_path: str, overrides: Sequence[str], opts: BenchOption
                                           seconds_per_train_gflop, warm_s, log)
         section_s["scaling"] = time.perf_counter() - t0
         write_json(opts.output, report)
+    if TORCH_SECTION in what:
+        t0 = time.perf_counter()
+        budget.begin(TORCH_SECTION)
+        report[TORCH_SECTION] = bench_compare_torch(cfg, opts.repeats, opts.min_run_s, budget,
+                                                    one_train_batch(cfg, data_dir, manifest), log)
+        section_s[TORCH_SECTION] = time.perf_counter() - t0
+        write_json(opts.output, report)
     machine["load_average_end"] = load_average()
     report["section_s"] = {k: round(v, 2) for k, v in section_s.items()}
     report["total_s"] = round(time.perf_counter() - start, 2)
@@ -161,4 +172,9 @@ def summary_text(report: dict) -> str:
                 lines.append(f"infer  {name}: {v.get('skipped') or v.get('error')}")
     if "scaling" in report:
         lines.extend(report["scaling"]["table"])
+    if TORCH_SECTION in report:
+        c = report[TORCH_SECTION]
+        lines.append(f"torch  tfdepth {c['tfdepth']['images_per_s']['median']:.4g} images/s vs PyTorch eager twin "
+                     f"{c['torch']['images_per_s']['median']:.4g} images/s (batch {c['batch_size']}, "
+                     f"{c['input_size'][0]}x{c['input_size'][1]}): {c['ratio']:.3f}x")
     return "\n".join(lines)

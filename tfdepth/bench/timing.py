@@ -12,7 +12,7 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 # Share of the remaining time budget a section gets when it starts (unused time flows to later ones).
-SECTION_WEIGHTS = {"train": 3.5, "input": 0.8, "infer": 2.5, "scaling": 3.5}
+SECTION_WEIGHTS = {"train": 3.5, "input": 0.8, "infer": 2.5, "scaling": 3.5, "torch": 2.0}
 
 
 def summarize(values: Sequence[float], digits: int = 6) -> dict:

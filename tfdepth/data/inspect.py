@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 
 from tfdepth.data import shards
-from tfdepth.io.colormap import COLORMAP, colorbar_panel, colorize, depth_range
+from tfdepth.io.colormap import colorbar_panel, colorize, depth_range
 from tfdepth.io.images import write_rgb
 
-TILE_W, TILE_H = 256, 192
+TILE_W, TILE_H = 320, 240
 
 
 def text_histogram(stats: dict, rows: int = 10, width: int = 40) -> List[str]:
@@ -101,6 +101,16 @@ def _fit(image: np.ndarray, interpolation: int) -> np.ndarray:
     return tile
 
 
+def _wrap(text: str, width_px: int, scale: float) -> List[str]:
+    """``text`` cut into lines no wider than ``width_px`` in OpenCV's simplex font at ``scale``."""
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        too_wide = line and cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width_px
+        lines, line = (lines + [line], word) if too_wide else (lines, candidate)
+    return lines + ([line] if line else [])
+
+
 def contact_sheet(samples: Sequence[Dict[str, np.ndarray]], title: str = "") -> np.ndarray:
     """RGB uint8 image: a header strip, the RGB tiles in one row above their colour-mapped depth, and a
     colour bar in metres beside the depth row. All tiles share one colour range (the rule of
@@ -112,14 +122,19 @@ def contact_sheet(samples: Sequence[Dict[str, np.ndarray]], title: str = "") -> 
     for s, d in zip(samples, depths):
         rgb_row.append(_fit(s["rgb"], cv2.INTER_AREA))
         tile = _fit(colorize(s["depth_m"], low, high), cv2.INTER_NEAREST)
-        label = f"{d.min():.2f}-{d.max():.2f} m" if d.size else "no valid depth"
-        cv2.putText(tile, label, (4, TILE_H - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        label = f"valid {d.min():.2f}-{d.max():.2f} m" if d.size else "no valid depth"
+        cv2.rectangle(tile, (0, TILE_H - 20), (TILE_W - 1, TILE_H - 1), (0, 0, 0), -1)
+        cv2.putText(tile, label, (4, TILE_H - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
         depth_row.append(tile)
     bar = colorbar_panel(TILE_H, low, high)
     width = TILE_W * len(samples) + bar.shape[1]
-    header = np.full((24, width, 3), 255, np.uint8)
-    cv2.putText(header, f"{title}  depth {low:.2f}-{high:.2f} m ({COLORMAP}: near red, far blue), black = invalid",
-                (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    lines = [title] + _wrap(f"colours: {low:.2f}-{high:.2f} m for every tile (1st-99th percentile of their valid "
+                            "depth; beyond it the end colours); near red, far blue, black = invalid. Tile labels: "
+                            "each map's own valid range.", width - 8, 0.42)
+    header = np.full((12 + 20 * len(lines), width, 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(header, line, (4, 17 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5 if i == 0 else 0.42, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     rgb_row.append(np.full((TILE_H, bar.shape[1], 3), 255, np.uint8))
     depth_row.append(bar)
     return np.concatenate([header, np.concatenate(rgb_row, 1), np.concatenate(depth_row, 1)], 0)

@@ -4,6 +4,12 @@ Every element is ``(image, depth)``: image float32 [B, H, W, 3] in [0, 1], depth
 metres with 0 = invalid (depths above ``max_depth_m`` are set to 0). Augmentation randomness is
 stateless, seeded by ``(seed, element index)``, so a seeded pipeline is deterministic and its
 iterator state can be checkpointed and restored exactly.
+
+Each sample's intrinsics (``camera/intrinsics`` of the record, fx, fy, cx, cy; zeros = unknown) go
+through every resize, crop, flip, zoom and rotation with it (:func:`resize_intrinsics`,
+:func:`flip_intrinsics`, :func:`warp_intrinsics`). With a canonical camera (``canonical_focal_px``,
+docs/camera.md) the training targets are ``depth / (f / f_c)``, f the sample's focal length at the
+network input after augmentation; evaluation batches then carry f as a third element.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import tensorflow as tf
 from tfdepth.config import AugmentConfig, DataConfig
 from tfdepth.data import records, shards
 from tfdepth.errors import UserError
+from tfdepth.geometry import canonical_depth_scale
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -57,6 +64,64 @@ def read_error(error: Exception, data_dir: str, manifest: dict, split: str,
                              "names every bad shard, converting again rewrites them")
     return UserError(f"reading split {split!r} of {data_dir} failed ({error}); every shard reads back on its own: "
                      f"`python -m tfdepth.data.inspect {data_dir} --scan` checks them")
+
+
+def canonical_focal(cfg) -> Optional[float]:
+    """``model.canonical_focal_px`` of an :class:`~tfdepth.config.ExperimentConfig` with
+    ``model.camera: canonical``, else None: what :func:`build_dataset` and the evaluation take."""
+    model = cfg.model
+    return float(model.canonical_focal_px) if getattr(model, "camera", "none") == "canonical" else None
+
+
+def _known(intrinsics: tf.Tensor, transformed) -> tf.Tensor:
+    """``transformed`` where the intrinsics are known (fx > 0), else the zeros of an unknown camera."""
+    return tf.where(intrinsics[0] > 0, tf.cast(tf.stack(transformed), tf.float32), tf.zeros([4], tf.float32))
+
+
+def resize_intrinsics(intrinsics: tf.Tensor, image_hw, size: Tuple[int, int], mode: str) -> tf.Tensor:
+    """The intrinsics [4] of an ``image_hw`` picture after :func:`resize_pair` to ``size`` (H, W): a
+    "center_crop" window moves the principal point; resizing by s (half-pixel centres) maps
+    ``f -> f s`` and ``c -> (c + 0.5) s - 0.5`` (:meth:`tfdepth.geometry.Intrinsics.scaled`)."""
+    h, w = tf.cast(image_hw[0], tf.float32), tf.cast(image_hw[1], tf.float32)
+    fx, fy, cx, cy = tf.unstack(tf.cast(intrinsics, tf.float32))
+    if mode == "center_crop":
+        aspect = size[1] / size[0]
+        crop_w = tf.minimum(w, tf.round(h * aspect))
+        crop_h = tf.minimum(h, tf.round(crop_w / aspect))
+        cx, cy = cx - tf.math.floordiv(w - crop_w, 2.0), cy - tf.math.floordiv(h - crop_h, 2.0)
+        h, w = crop_h, crop_w
+    sx, sy = size[1] / w, size[0] / h
+    return _known(intrinsics, [fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5])
+
+
+def flip_intrinsics(intrinsics: tf.Tensor, width) -> tf.Tensor:
+    """The intrinsics after a left-right flip of a ``width``-pixel picture: ``cx -> W - 1 - cx``."""
+    fx, fy, cx, cy = tf.unstack(tf.cast(intrinsics, tf.float32))
+    return _known(intrinsics, [fx, fy, tf.cast(width, tf.float32) - 1.0 - cx, cy])
+
+
+def warp_intrinsics(intrinsics: tf.Tensor, height, width, scale, angle_rad, crop_x=0.5, crop_y=0.5) -> tf.Tensor:
+    """The intrinsics after :func:`warp_pair` (zoom ``scale``, crop, rotation ``angle_rad``).
+
+    The warp maps input pixel q to output pixel ``p = c + s R(-a) (q - c - t)`` (:func:`warp_transform`),
+    so a point seen at ``q = f (X/Z, Y/Z) + pp`` is seen at ``p = s f R(-a) (X/Z, Y/Z) + pp'`` with
+    ``pp' = c + s R(-a) (pp - c - t)``: focal lengths ``f s``, principal point ``pp'``, depth z unchanged,
+    the scene turned by -a about the optical axis. Exact for the zoom and crop; exact for the rotation
+    when fx = fy (else an approximation of the order of |fx - fy| / f; the principal point may be
+    anywhere, it is rotated about the image centre like the picture)."""
+    fx, fy, cx, cy = tf.unstack(tf.cast(intrinsics, tf.float32))
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    s, a = tf.cast(scale, tf.float32), tf.cast(angle_rad, tf.float32)
+    ccx, ccy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    dx = cx - ccx - (tf.cast(crop_x, tf.float32) - 0.5) * w * (1.0 - 1.0 / s)
+    dy = cy - ccy - (tf.cast(crop_y, tf.float32) - 0.5) * h * (1.0 - 1.0 / s)
+    cos, sin = tf.cos(a), tf.sin(a)
+    return _known(intrinsics, [fx * s, fy * s, ccx + s * (cos * dx + sin * dy), ccy + s * (-sin * dx + cos * dy)])
+
+
+def focal_px(intrinsics: tf.Tensor) -> tf.Tensor:
+    """The focal length of the canonical camera transform: ``(fx + fy) / 2`` of intrinsics [..., 4]."""
+    return 0.5 * (intrinsics[..., 0] + intrinsics[..., 1])
 
 
 def center_crop_to_aspect(image: tf.Tensor, depth: tf.Tensor, aspect_w_over_h: float) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -126,8 +191,8 @@ def _warp(x: tf.Tensor, transform: tf.Tensor, interpolation: str, fill_mode: str
     return out
 
 
-def warp_pair(image: tf.Tensor, depth: tf.Tensor, scale, angle_rad, crop_x=0.5, crop_y=0.5
-              ) -> Tuple[tf.Tensor, tf.Tensor]:
+def warp_pair(image: tf.Tensor, depth: tf.Tensor, scale, angle_rad, crop_x=0.5, crop_y=0.5,
+              zoom_depth: bool = True) -> Tuple[tf.Tensor, tf.Tensor]:
     """Zoom by ``scale`` >= 1, crop back to the input size and rotate (``warp_transform``) one image
     [H, W, 3] float32 and depth [h, w, 1] float32 metres (each with its own size, same geometry).
 
@@ -135,6 +200,8 @@ def warp_pair(image: tf.Tensor, depth: tf.Tensor, scale, angle_rad, crop_x=0.5, 
     where the source point lies outside the input; the depth is sampled nearest (never a blend of two
     depths or of valid and invalid pixels), is 0 (invalid) outside the input and is divided by
     ``scale``: an image s times larger shows the scene as if the camera were s times closer.
+    ``zoom_depth=False`` keeps the depth as it is (the true geometry of a zoom: the focal length grows
+    by s, :func:`warp_intrinsics`).
     """
     scale = tf.cast(scale, tf.float32)
     image_shape, depth_shape = tf.shape(image), tf.shape(depth)
@@ -142,29 +209,40 @@ def warp_pair(image: tf.Tensor, depth: tf.Tensor, scale, angle_rad, crop_x=0.5, 
     depth_transform = warp_transform(depth_shape[0], depth_shape[1], scale, angle_rad, crop_x, crop_y)
     inside = _warp(tf.ones_like(image[..., :1]), image_transform, "NEAREST", "CONSTANT")
     image = _warp(image, image_transform, "BILINEAR", "NEAREST") * inside
-    depth = _warp(depth, depth_transform, "NEAREST", "CONSTANT") / scale
-    return image, depth
+    depth = _warp(depth, depth_transform, "NEAREST", "CONSTANT")
+    return image, (depth / scale if zoom_depth else depth)
 
 
-def augment_pair(image: tf.Tensor, depth: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Stateless augmentation of one sample; ``seed`` is an int64 [2] tensor unique to the sample.
+def augment_sample(image: tf.Tensor, depth: tf.Tensor, intrinsics: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor
+                   ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Stateless augmentation of one sample with its camera; ``seed`` is an int64 [2] tensor unique to it.
 
-    image [H, W, 3] float32 in [0, 1], depth [H, W, 1] float32 metres (0 = invalid). In order:
-    horizontal flip; zoom s ~ U[1, scale_max] with a centred or random crop and rotation
-    r ~ U[-rotation_deg, rotation_deg] (``warp_pair``: depth / s, 0 outside); brightness; per-channel
-    colour factors c ~ U[1 - color_scale, 1 + color_scale]^3; channel permutation. Options at their
-    defaults add no op.
+    image [H, W, 3] float32 in [0, 1], depth [h, w, 1] float32 metres (0 = invalid), intrinsics [4]
+    (fx, fy, cx, cy in pixels of the image; zeros = unknown, kept zero). In order: horizontal flip
+    (cx mirrored); zoom s ~ U[1, scale_max] with a centred or random crop and rotation
+    r ~ U[-rotation_deg, rotation_deg] (``warp_pair``; focal lengths * s, principal point moved,
+    :func:`warp_intrinsics`); brightness; per-channel colour factors c ~ U[1 - color_scale,
+    1 + color_scale]^3; channel permutation. Options at their defaults add no op.
+
+    Returns (image, depth, intrinsics, s): the depth in the TRUE geometry of the new picture (a zoom
+    does not change it, 0 outside the input), so depth and intrinsics back-project to the same scene
+    (mirrored by a flip, turned about the optical axis by a rotation). :func:`augment_pair` divides
+    the depth by s instead (Eigen et al.: a fixed camera s times closer).
     """
     u = tf.random.stateless_uniform([_NUM_UNIFORMS], seed=seed)
+    intrinsics = tf.cast(intrinsics, tf.float32)
+    scale = tf.constant(1.0, tf.float32)
     if aug.hflip > 0:
         flip = u[_U_HFLIP] < aug.hflip
         image = tf.where(flip, tf.reverse(image, [1]), image)
         depth = tf.where(flip, tf.reverse(depth, [1]), depth)
+        intrinsics = tf.where(flip, flip_intrinsics(intrinsics, tf.shape(image)[1]), intrinsics)
     if aug.scale_max > 1.0 or aug.rotation_deg > 0:
         scale = 1.0 + (aug.scale_max - 1.0) * u[_U_SCALE]
         angle = math.radians(aug.rotation_deg) * (2.0 * u[_U_ROTATION] - 1.0)
         crop_x, crop_y = (u[_U_CROP_X], u[_U_CROP_Y]) if aug.random_crop else (0.5, 0.5)
-        image, depth = warp_pair(image, depth, scale, angle, crop_x, crop_y)
+        intrinsics = warp_intrinsics(intrinsics, tf.shape(image)[0], tf.shape(image)[1], scale, angle, crop_x, crop_y)
+        image, depth = warp_pair(image, depth, scale, angle, crop_x, crop_y, zoom_depth=False)
     if aug.brightness > 0:
         factor = 1.0 + aug.brightness * (2.0 * u[_U_BRIGHTNESS] - 1.0)
         image = tf.clip_by_value(image * factor, 0.0, 1.0)
@@ -176,7 +254,40 @@ def augment_pair(image: tf.Tensor, depth: tf.Tensor, aug: AugmentConfig, seed: t
         index = tf.cast(tf.minimum(u[_U_PERMUTATION] * 6.0, 5.0), tf.int32)
         perm = tf.where(u[_U_PERMUTE] < aug.channel_permutation, permutations[index], permutations[0])
         image = tf.gather(image, perm, axis=-1)
+    return image, depth, intrinsics, scale
+
+
+def augment_pair(image: tf.Tensor, depth: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """:func:`augment_sample` without a camera, depth in Eigen et al.'s convention: a zoom by s divides
+    the depth by s (the training camera s times closer), what a model without camera input learns."""
+    image, depth, _, scale = augment_sample(image, depth, tf.zeros([4], tf.float32), aug, seed)
+    if aug.scale_max > 1.0 or aug.rotation_deg > 0:
+        depth = depth / scale
     return image, depth
+
+
+def record_dataset(files, training: bool, seed: int = 0, deterministic: bool = True) -> tf.data.Dataset:
+    """The serialised records of shard ``files`` in the order :func:`build_dataset` reads them
+    (``training``: the shard order shuffled by ``seed``; then up to four shards interleaved record by record)."""
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+    return ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 4),
+        block_length=1,
+        num_parallel_calls=min(len(files), 4),
+        deterministic=deterministic,
+    )
+
+
+def first_records(data_dir: str, manifest: dict, split: str, count: int) -> list:
+    """The first ``count`` records of ``split`` in the order an evaluation dataset (``training=False``)
+    yields them, decoded by :func:`tfdepth.data.records.decode_example_numpy` (the stored photo at its
+    stored size, ``name`` from ``source/name`` or None): what evaluation figures show beside the
+    ``count`` first scored images."""
+    files = shards.shard_paths(data_dir, manifest, split)
+    return [records.decode_example_numpy(r.numpy()) for r in record_dataset(files, False).take(int(count))]
 
 
 def build_dataset(
@@ -190,6 +301,8 @@ def build_dataset(
     manifest: Optional[dict] = None,
     drop_remainder: Optional[bool] = None,
     depth_at_input_size: bool = True,
+    canonical_focal_px: Optional[float] = None,
+    with_focal: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (image [B,H,W,3] in [0,1], depth [B,H,W,1] metres) from the shards of ``split``.
 
@@ -197,6 +310,11 @@ def build_dataset(
     ``data.input_size`` of ``None``/``[]`` keeps the stored size (then every sample must have it).
     ``depth_at_input_size=False`` resizes only the image and keeps the depth at its stored resolution
     (evaluation against full-resolution ground truth, as the published tables do).
+    ``canonical_focal_px`` (f_c, :func:`canonical_focal`): training targets are ``depth * f_c / f`` (f
+    the focal length at the network input after augmentation, :func:`focal_px`; canonical depths
+    above ``max_depth_m`` are invalid, the depth head cannot reach them); otherwise a zoom divides the
+    depth by s. ``with_focal``: elements are (image, depth, f [B]) (evaluation of a canonical model:
+    the metric ground truth and the focal length its prediction is scaled by).
     One call is one pass over the data (one epoch); build a new dataset with another seed per epoch.
     """
     if data_dir is None or manifest is None:
@@ -209,16 +327,7 @@ def build_dataset(
     options.deterministic = deterministic
     options.experimental_optimization.map_parallelization = True
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
-    ds = ds.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(files), 4),
-        block_length=1,
-        num_parallel_calls=min(len(files), 4),
-        deterministic=deterministic,
-    )
+    ds = record_dataset(files, training, seed, deterministic)
     if training and data_cfg.shuffle_buffer > 1:
         # Shuffle serialised records (cheap to hold) before decoding.
         ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=False)
@@ -230,13 +339,29 @@ def build_dataset(
 
     def parse(index, serialized):
         example = records.parse_example(serialized)
-        image, depth = example["image"], example["depth"]
+        image, depth, intrinsics = example["image"], example["depth"], example["intrinsics"]
         if size is not None:
+            intrinsics = resize_intrinsics(intrinsics, tf.shape(image)[:2], size, resize_mode)
             image, depth = resize_pair(image, depth, size, resize_mode, resize_depth=depth_at_input_size)
         depth = tf.where(tf.math.is_finite(depth) & (depth <= max_depth), depth, 0.0)
         if training:
-            image, depth = augment_pair(image, depth, aug, tf.stack([tf.cast(seed, tf.int64), index]))
-        return image, depth
+            image, depth, intrinsics, zoom = augment_sample(image, depth, intrinsics, aug,
+                                                            tf.stack([tf.cast(seed, tf.int64), index]))
+            if canonical_focal_px is None:
+                depth = depth / zoom if (aug.scale_max > 1.0 or aug.rotation_deg > 0) else depth
+        if canonical_focal_px is None and not with_focal:
+            return image, depth
+        focal = focal_px(intrinsics)
+        check = tf.debugging.assert_positive(
+            focal, message=f"model.camera: canonical needs every sample's camera intrinsics, but a record of "
+                           f"{data_dir} has none (convert it with --intrinsics fx,fy,cx,cy)")
+        with tf.control_dependencies([check]):
+            focal = tf.identity(focal)
+        if training:
+            depth = depth / canonical_depth_scale(focal, canonical_focal_px)
+            depth = tf.where(depth <= max_depth, depth, 0.0)
+            return image, depth
+        return image, depth, focal
 
     ds = ds.map(parse, num_parallel_calls=parallel, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
@@ -244,10 +369,11 @@ def build_dataset(
 
 
 def build_eval_dataset(data_cfg: DataConfig, eval_cfg, split: str, data_dir: Optional[str] = None,
-                       manifest: Optional[dict] = None) -> tf.data.Dataset:
+                       manifest: Optional[dict] = None, with_focal: bool = False) -> tf.data.Dataset:
     """Evaluation batches: images at the model's input size; depth at the stored resolution (centre-
     cropped like the image when ``data.resize_mode`` is "center_crop") when ``eval.gt_resolution`` is
-    "native" (batch 1 if the dataset's image sizes vary), else at input size."""
+    "native" (batch 1 if the dataset's image sizes vary), else at input size. ``with_focal``: a third
+    element, each image's focal length at the model input (a canonical-camera model's scale)."""
     if data_dir is None or manifest is None:
         data_dir, manifest = resolve_dataset(data_cfg)
     native = eval_cfg.gt_resolution == "native"
@@ -255,7 +381,7 @@ def build_eval_dataset(data_cfg: DataConfig, eval_cfg, split: str, data_dir: Opt
         raise ValueError(f"eval.gt_resolution must be 'native' or 'input', got {eval_cfg.gt_resolution!r}")
     batch = eval_cfg.batch_size if (not native or manifest.get("image_size")) else 1
     return build_dataset(data_cfg, split, batch, training=False, data_dir=data_dir, manifest=manifest,
-                         depth_at_input_size=not native)
+                         depth_at_input_size=not native, with_focal=with_focal)
 
 
 def steps_per_epoch(manifest: dict, split: str, batch_size: int, chunks: Optional[Iterable[int]] = None,

@@ -12,6 +12,9 @@ Keys (Model Garden style):
 - ``depth/encoded``   uint16 PNG bytes (lossless), single channel
 - ``depth/scale``     float; metres = stored value / scale; stored 0 = invalid
 - ``camera/intrinsics``  float list (fx, fy, cx, cy) in pixels of this image; optional (empty)
+- ``source/name``     UTF-8 bytes: the sample's name in its source (e.g. ``rgb/rgb_00050.jpg`` relative
+  to the converted folder); optional, absent in datasets written before it existed. Evaluation figures
+  name their rows with it (:func:`decode_example_numpy` returns it as ``name``, None when absent).
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ def make_example(
     depth_png: bytes,
     depth_scale: float,
     intrinsics: Optional[Sequence[float]] = None,
+    source_name: Optional[str] = None,
 ) -> bytes:
-    """Serialised tf.train.Example from already-encoded image and uint16 depth PNG bytes."""
+    """Serialised tf.train.Example from already-encoded image and uint16 depth PNG bytes
+    (``source_name``: the optional ``source/name`` feature)."""
     import tensorflow as tf
 
     def _bytes(v: bytes):
@@ -63,6 +68,8 @@ def make_example(
         "depth/scale": _floats([depth_scale]),
         "camera/intrinsics": _floats(intrinsics if intrinsics is not None else []),
     }
+    if source_name:
+        feature["source/name"] = _bytes(str(source_name).encode("utf-8"))
     # deterministic: the feature map in key order (else its order varies per process), so the same
     # samples give the same shard bytes in every run
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
@@ -76,8 +83,10 @@ def encode_example(
     image_format: str = "png",
     jpeg_quality: int = 95,
     source: str = "sample",
+    source_name: Optional[str] = None,
 ) -> bytes:
-    """Serialised example from an RGB uint8 HxWx3 array and a float depth map in metres (HxW).
+    """Serialised example from an RGB uint8 HxWx3 array and a float depth map in metres (HxW);
+    ``source_name`` is stored as ``source/name`` when given.
 
     Raises RecordError naming ``source`` on a shape mismatch, :class:`tfdepth.io.depth.DepthFormatError`
     on depth that does not fit uint16 at ``depth_scale``.
@@ -92,7 +101,8 @@ def encode_example(
         )
     image_bytes = encode_png(rgb) if image_format == "png" else encode_jpeg(rgb, jpeg_quality)
     return make_example(
-        image_bytes, image_format, rgb.shape[0], rgb.shape[1], encode_png(depth_u16), depth_scale, intrinsics
+        image_bytes, image_format, rgb.shape[0], rgb.shape[1], encode_png(depth_u16), depth_scale, intrinsics,
+        source_name,
     )
 
 
@@ -140,7 +150,8 @@ def parse_example(serialized) -> dict:
 
 
 def decode_example_numpy(serialized: bytes) -> Dict[str, np.ndarray]:
-    """Eager/NumPy decode of one example: ``rgb`` uint8 HxWx3, ``depth_m`` float32 HxW, ``intrinsics``."""
+    """Eager/NumPy decode of one example: ``rgb`` uint8 HxWx3, ``depth_m`` float32 HxW, ``intrinsics``,
+    ``name`` (the ``source/name`` feature as text, None in records without it)."""
     import tensorflow as tf
 
     ex = tf.train.Example.FromString(serialized)
@@ -150,8 +161,10 @@ def decode_example_numpy(serialized: bytes) -> Dict[str, np.ndarray]:
     raw = cv2.imdecode(np.frombuffer(feat["depth/encoded"].bytes_list.value[0], np.uint8), cv2.IMREAD_UNCHANGED)
     scale = feat["depth/scale"].float_list.value[0]
     intr = list(feat["camera/intrinsics"].float_list.value)
+    names = feat["source/name"].bytes_list.value if "source/name" in feat else []
     return {
         "rgb": rgb,
         "depth_m": raw.astype(np.float32) / np.float32(scale),
         "intrinsics": np.asarray(intr if len(intr) == 4 else [0, 0, 0, 0], np.float32),
+        "name": names[0].decode("utf-8", errors="replace") if names else None,
     }

@@ -4,9 +4,9 @@ Every dataset tfdepth writes goes through :class:`DatasetWriter`: the converters
 (:func:`tfdepth.data.converters.conversion.convert`), the synthetic generator
 (:func:`tfdepth.data.synthetic.generate.write_synthetic_dataset`) and the tests' tiny datasets. It
 
-- writes each split's records (RGB uint8 + depth in metres, float32, 0 = invalid, + intrinsics) in
-  the :mod:`tfdepth.data.records` schema into size-bounded shards under temporary names
-  (:class:`tfdepth.data.shards.ShardWriter`),
+- writes each split's records (RGB uint8 + depth in metres, float32, 0 = invalid, + intrinsics + the
+  sample's name in its source) in the :mod:`tfdepth.data.records` schema into size-bounded shards
+  under temporary names (:class:`tfdepth.data.shards.ShardWriter`),
 - assigns curriculum chunks (two policies, see :meth:`DatasetWriter.split`),
 - collects each split's depth statistics, image sizes, intrinsics and bad samples,
 - and writes ``manifest.json`` last, atomically (:meth:`DatasetWriter.commit`): a directory without
@@ -51,7 +51,7 @@ class EncodedSample:
     """A sample already encoded for the record schema: image bytes (PNG or JPEG), the uint16 depth PNG at
     the writer's ``depth_scale``, intrinsics (fx, fy, cx, cy) or None, and the sample's depth statistics.
     ``far_invalidated`` / ``depth_kind``: what the converters' checks did and detected (counted in the
-    split's manifest entry)."""
+    split's manifest entry). ``source_name``: the record's ``source/name`` (default: ``name``)."""
 
     name: str
     image_bytes: bytes
@@ -63,6 +63,7 @@ class EncodedSample:
     stats: DepthStats
     far_invalidated: int = 0
     depth_kind: Optional[str] = None
+    source_name: Optional[str] = None
 
 
 class SplitWriter:
@@ -89,10 +90,12 @@ class SplitWriter:
 
     # --- offering samples, in order ----------------------------------------------------------------
     def add(self, rgb: np.ndarray, depth_m: np.ndarray, intrinsics: Optional[Sequence[float]] = None,
-            name: str = "sample") -> None:
-        """Encode and write one sample: RGB uint8 (H, W, 3), depth float metres (H, W), 0 = invalid.
-        Raises :class:`tfdepth.data.records.RecordError` naming ``name`` when it does not fit the schema."""
-        serialized = records.encode_example(rgb, depth_m, self.depth_scale, intrinsics, source=name)
+            name: Optional[str] = None) -> None:
+        """Encode and write one sample: RGB uint8 (H, W, 3), depth float metres (H, W), 0 = invalid;
+        ``name`` (the sample's name in its source) is stored as ``source/name`` when given.
+        Raises :class:`tfdepth.data.records.RecordError` naming it when the sample does not fit the schema."""
+        serialized = records.encode_example(rgb, depth_m, self.depth_scale, intrinsics, source=name or "sample",
+                                            source_name=name)
         self.stats.update(depth_m)
         self._note_sample(rgb.shape[:2], intrinsics)
         self.add_serialized(serialized)
@@ -110,7 +113,8 @@ class SplitWriter:
 
     def serialize(self, sample: EncodedSample) -> bytes:
         return records.make_example(sample.image_bytes, sample.image_format, sample.height, sample.width,
-                                    sample.depth_png, self.depth_scale, sample.intrinsics)
+                                    sample.depth_png, self.depth_scale, sample.intrinsics,
+                                    sample.source_name or sample.name)
 
     def note(self, sample: EncodedSample) -> None:
         """Count an encoded sample in the split's statistics without writing it (see :meth:`add_serialized`)."""

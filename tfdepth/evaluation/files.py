@@ -31,15 +31,18 @@ Nonsense is refused rather than scored (``force`` scores it anyway, with ``warni
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tfdepth.errors import UserError
-from tfdepth.io.depth import decode_scaled_depth
+from tfdepth.io.depth import decode_scaled_depth, get_encoding
 from tfdepth.metrics import MetricAccumulator, Protocol, valid_gt_mask
+from tfdepth.progress import Progress
 
 DEPTH_SUFFIXES = (".npy", ".png")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
@@ -49,6 +52,8 @@ NEAR_FRACTION = 1 / 20  # a median below this fraction of the protocol's max dep
 OPEN_MEDIAN_M = (0.01, 1000.0)  # plausible median for a protocol without a maximum depth (``none``)
 MAX_NONFINITE_FRACTION = 0.01  # of a prediction's valid pixels
 FORCE_HINT = "give --force to score it anyway"
+PREDICTIONS_FILE = "predictions.json"  # the predict command's index of what it wrote (tfdepth.serving.outputs)
+PREDICT_SUFFIXES = {"npy": "_depth_m.npy", "png16": "_depth_mm.png"}  # its depth outputs, per kind
 
 
 class EvaluationFileError(UserError, ValueError):
@@ -90,22 +95,118 @@ def _listing(names: List[str]) -> str:
     return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
 
 
-def match_files(pred_dir: str, gt_dir: str) -> List[Tuple[str, str, str]]:
-    """(stem, pred path, gt path) for every stem; unmatched stems on either side are an error."""
-    preds = index_folder(pred_dir, DEPTH_SUFFIXES, "prediction")
+@dataclass
+class FilePair:
+    """One scored pair: the ground truth's ``stem``, the prediction (``pred_scale``: its own scale when the
+    prediction folder says it, else the --pred-scale given) and, where known, the source picture."""
+
+    stem: str
+    pred_path: str
+    gt_path: str
+    pred_scale: Optional[float] = None
+    rgb_path: Optional[str] = None
+
+
+def _predict_output_path(pred_dir: str, recorded: str) -> str:
+    """Where a file ``predict`` recorded in predictions.json lies now: beside predictions.json (a picture's
+    outputs) or in its video's sub-folder; the recorded path when neither exists (the error names it)."""
+    name = os.path.basename(recorded)
+    parent = os.path.basename(os.path.dirname(recorded))
+    for candidate in (os.path.join(pred_dir, name), os.path.join(pred_dir, parent, name), recorded):
+        if os.path.isfile(candidate):
+            return candidate
+    return recorded
+
+
+def read_predict_folder(pred_dir: str) -> Optional[Tuple[Dict[str, str], Dict[str, Optional[float]], Dict[str, str]]]:
+    """The depth files of a ``predict`` output folder, from its ``predictions.json`` (None when it has
+    none): ({source stem: depth path}, {stem: its scale (None for .npy metres)}, {stem: source picture}).
+
+    A picture's stem is its source file's (``rgb_00050.jpg`` -> ``rgb_00050``, not the output's
+    ``rgb_00050_depth_m.npy``); a video frame's is its output prefix. The ``.npy`` output is used where
+    written, else the 16-bit PNG (its encoding from ``depth_encodings``, ``mm16`` for files without it)."""
+    index = os.path.join(pred_dir, PREDICTIONS_FILE)
+    if not os.path.isfile(index):
+        return None
+    try:
+        with open(index) as f:
+            listing = json.load(f)
+        items = listing["items"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EvaluationFileError(f"{index}: not a predict command's index ({type(e).__name__}: {e})") from None
+    encodings = listing.get("depth_encodings") or {"png16": "mm16", "npy": "npy-m"}
+    paths: Dict[str, str] = {}
+    scales: Dict[str, Optional[float]] = {}
+    sources: Dict[str, str] = {}
+    failed = [str(item.get("input")) for item in items if "error" in item]
+    for item in items:
+        outputs = item.get("outputs") or {}
+        if "error" in item and not outputs:
+            continue
+        source = str(item.get("input", ""))
+        kind = "npy" if "npy" in outputs else "png16" if "png16" in outputs else None
+        if kind is None:
+            raise EvaluationFileError(f"{index}: {source} has no depth output ({', '.join(outputs) or 'none'}; a "
+                                      "colour picture is not depth): run predict with --save npy (or png16)")
+        path = _predict_output_path(pred_dir, outputs[kind])
+        if "#frame=" in source:
+            stem = os.path.basename(outputs[kind])[:-len(PREDICT_SUFFIXES[kind])]
+        else:
+            stem = os.path.splitext(os.path.basename(source))[0]
+            sources[stem] = source
+        if stem in paths:
+            raise EvaluationFileError(f"{index}: two predicted pictures share the stem {stem!r} ({paths[stem]} and "
+                                      f"{path}); predict them into separate folders")
+        paths[stem] = path
+        scales[stem] = None if kind == "npy" else float(get_encoding(encodings.get(kind, "mm16")).units_per_m)
+    if not paths:
+        raise EvaluationFileError(f"{index}: lists no predicted picture" + (
+            f" ({len(failed)} input(s) failed in predict, e.g. {failed[0]})" if failed else ""))
+    return paths, scales, sources
+
+
+def pair_stems(first: Dict[str, str], second: Dict[str, str]) -> Tuple[List[Tuple[Optional[str], Optional[str]]], str]:
+    """Pairs of (first path, second path) (None where a file has no partner) by stem, or by the last
+    number in the name where that pairs more (``rgb_00050`` with ``sync_depth_00050``): the rule of the
+    ``folder`` converter (:func:`tfdepth.data.converters.folder.pair_folder`); and the rule used."""
+    from tfdepth.data.converters.folder import pair_folder
+
+    return pair_folder(first, second)
+
+
+def match_files(pred_dir: str, gt_dir: str, pred_scale: Optional[float] = None) -> List[FilePair]:
+    """A :class:`FilePair` for every ground-truth file; unmatched files on either side are an error.
+
+    ``pred_dir`` is a folder of depth files, or a ``predict`` output folder (:func:`read_predict_folder`).
+    Files pair by stem, or by the last number in their names where that pairs more (:func:`pair_stems`)."""
+    predicted = read_predict_folder(pred_dir)
+    if predicted is not None:
+        preds, scales, sources = predicted
+        for stem, scale in scales.items():
+            if scale is not None and pred_scale is not None and pred_scale != scale:
+                raise EvaluationFileError(f"--pred-scale {pred_scale:g}: {pred_dir} is a predict output folder whose "
+                                          f"PNGs are stored at scale {scale:g} ({PREDICTIONS_FILE}); drop --pred-scale")
+    else:
+        preds = index_folder(pred_dir, DEPTH_SUFFIXES, "prediction")
+        scales, sources = {stem: pred_scale for stem in preds}, {}
     gts = index_folder(gt_dir, DEPTH_SUFFIXES, "ground truth")
-    missing_pred = sorted(set(gts) - set(preds))
-    missing_gt = sorted(set(preds) - set(gts))
+    pairs, rule = pair_stems(preds, gts)
+    missing_pred = sorted(os.path.basename(g) for p, g in pairs if p is None)
+    missing_gt = sorted(os.path.basename(p) for p, g in pairs if g is None)
     problems = []
     if missing_pred:
-        problems.append(f"{len(missing_pred)} ground-truth file(s) without a prediction in {pred_dir}: "
-                        + _listing([os.path.basename(gts[s]) for s in missing_pred]))
+        problems.append(f"{len(missing_pred)} ground-truth file(s) in {gt_dir} without a prediction in {pred_dir}: "
+                        + _listing(missing_pred))
     if missing_gt:
-        problems.append(f"{len(missing_gt)} prediction file(s) without ground truth in {gt_dir}: "
-                        + _listing([os.path.basename(preds[s]) for s in missing_gt]))
+        problems.append(f"{len(missing_gt)} prediction file(s) in {pred_dir} without ground truth in {gt_dir}: "
+                        + _listing(missing_gt))
     if problems:
-        raise EvaluationFileError("unmatched file stems: " + "; ".join(problems))
-    return [(stem, preds[stem], gts[stem]) for stem in sorted(gts)]
+        raise EvaluationFileError("unmatched files (paired by stem, or by the number in the name): "
+                                  + "; ".join(problems))
+    stem_of = {path: stem for stem, path in preds.items()}
+    gt_stem = {path: stem for stem, path in gts.items()}
+    out = [FilePair(gt_stem[g], p, g, scales[stem_of[p]], sources.get(stem_of[p])) for p, g in pairs]
+    return sorted(out, key=lambda pair: pair.stem)
 
 
 def resize_bilinear(array: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
@@ -224,6 +325,7 @@ def evaluate_files(
     on_sample: Optional[Callable] = None,
     rgb_dir: Optional[str] = None,
     force: bool = False,
+    progress: bool = False,
 ) -> Dict[str, object]:
     """Scores prediction files against ground-truth files matched by stem; returns
     :meth:`tfdepth.metrics.MetricAccumulator.result`.
@@ -239,25 +341,31 @@ def evaluate_files(
     """
     check_scale("--pred-scale", pred_scale)
     check_scale("--gt-scale", gt_scale)
-    pairs = match_files(pred_dir, gt_dir)
-    rgb_index = index_folder(rgb_dir, IMAGE_SUFFIXES, "RGB") if rgb_dir else {}
+    pairs = match_files(pred_dir, gt_dir, pred_scale)
+    rgb_for: Dict[str, str] = {}
     if rgb_dir:
-        missing = [os.path.basename(g) for stem, _, g in pairs if stem not in rgb_index]
+        rgb_pairs, _ = pair_stems(index_folder(rgb_dir, IMAGE_SUFFIXES, "RGB"), {p.stem: p.gt_path for p in pairs})
+        rgb_for = {g: r for r, g in rgb_pairs if r is not None and g is not None}
+        missing = [os.path.basename(p.gt_path) for p in pairs if p.gt_path not in rgb_for]
         if missing:
-            raise EvaluationFileError(f"{rgb_dir}: no RGB image with the stem of {len(missing)} ground-truth "
-                                      "file(s): " + _listing(missing))
+            raise EvaluationFileError(f"{rgb_dir}: no RGB image with the stem (or number) of {len(missing)} "
+                                      "ground-truth file(s): " + _listing(missing))
+    elif all(p.rgb_path and os.path.isfile(p.rgb_path) for p in pairs):  # a predict folder names its pictures
+        rgb_for = {p.gt_path: p.rgb_path for p in pairs}
     acc = MetricAccumulator(protocol, pooled=pooled, with_ssim=with_ssim)
     implausible: List[str] = []
     nonfinite_files: List[str] = []
     nonfinite = 0
-    for stem, pred_path, gt_path in pairs:
+    progress = Progress("evaluate", len(pairs), "file", enabled=progress)
+    for pair in pairs:
+        stem, pred_path, gt_path = pair.stem, pair.pred_path, pair.gt_path
         gt = load_depth_file(gt_path, gt_scale, "ground truth", allow_8bit)
         reason = implausible_depth(gt, protocol)
         if reason is not None:
             implausible.append(_implausible_message(gt_path, gt, gt_scale, protocol, reason))
             if not force:
                 raise EvaluationFileError(implausible[-1])
-        pred = load_depth_file(pred_path, pred_scale, "prediction", allow_8bit)
+        pred = load_depth_file(pred_path, pair.pred_scale, "prediction", allow_8bit)
         if pred.shape != gt.shape:
             if not resize_pred:
                 raise EvaluationFileError(
@@ -273,7 +381,9 @@ def evaluate_files(
                 raise EvaluationFileError(nonfinite_files[-1])
         acc.update(pred, gt)
         if on_sample is not None:
-            on_sample(load_rgb(rgb_index[stem], gt.shape) if rgb_index else None, pred, gt, name=stem)
+            on_sample(load_rgb(rgb_for[gt_path], gt.shape) if rgb_for else None, pred, gt, name=stem)
+        progress.update()
+    progress.close()
     result = acc.result()
     if not result["count"]:
         crop = f", crop {protocol.crop}" if protocol.crop != "none" else ""
@@ -288,6 +398,7 @@ def evaluate_files(
     return result
 
 
-__all__ = ["DEPTH_SUFFIXES", "EvaluationFileError", "IMAGE_SUFFIXES", "MAX_NONFINITE_FRACTION", "USUAL_SCALES",
-           "check_scale", "evaluate_files", "implausible_depth", "index_folder", "likely_scale", "load_depth_file",
-           "load_rgb", "match_files", "resize_bilinear"]
+__all__ = ["DEPTH_SUFFIXES", "EvaluationFileError", "FilePair", "IMAGE_SUFFIXES", "MAX_NONFINITE_FRACTION",
+           "PREDICTIONS_FILE", "PREDICT_SUFFIXES", "USUAL_SCALES", "check_scale", "evaluate_files",
+           "implausible_depth", "index_folder", "likely_scale", "load_depth_file", "load_rgb", "match_files",
+           "pair_stems", "read_predict_folder", "resize_bilinear"]

@@ -5,18 +5,238 @@
   and final metrics use it too.
 * :func:`evaluate_trained_model` scores a built model on a split of its experiment's dataset with the
   config's ``eval.*`` defaults (what ``python -m tfdepth.evaluate --checkpoint`` does once the
-  command has loaded the weights).
+  command has loaded the weights), with progress on stderr and, for figures, :class:`StoredPhotos`:
+  each row shows the stored photo and the record's name, not the network input.
+* :func:`evaluation_inputs` is the one choice of what is predicted and scored (also for training's
+  validation): with ``data.resize_mode: center_crop`` and ``eval.gt_resolution: native`` the WHOLE
+  stored frame is predicted (:class:`FullFramePredictor`) and scored against the native ground truth
+  with the protocol's crop defined on the full frame, as the published tables do (Eigen rows 45:471,
+  cols 41:601 of 480x640 NYU; Garg rows 153:371, cols 44:1197 of a 375x1242 KITTI frame), not the
+  centre crop the model was trained on.
 
 This module knows nothing of training or checkpoints: the caller builds and restores the model.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Optional
+import dataclasses
+import math
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfdepth.geometry import canonical_depth_scale, center_crop_window
 from tfdepth.metrics import MetricAccumulator, get_protocol
+
+
+def full_frame_size(frame_hw: Sequence[int], input_size: Sequence[int]) -> Tuple[int, int]:
+    """(h, w) a stored ``frame_hw`` frame is resized to so that the network sees it at its training
+    scale: training (``resize_mode: center_crop``) resized the largest centred window with the input's
+    aspect ratio (``crop_h x crop_w``) to ``input_size``, so the frame is scaled by input / crop per axis,
+    ``round(H * in_h / crop_h), round(W * in_w / crop_w)`` (its centre window maps onto ``input_size``)."""
+    height, width = int(frame_hw[0]), int(frame_hw[1])
+    in_h, in_w = int(input_size[0]), int(input_size[1])
+    _, _, crop_h, crop_w = center_crop_window((height, width), in_w / in_h)
+    return int(round(height * in_h / crop_h)), int(round(width * in_w / crop_w))
+
+
+def copy_weights(source, target) -> list:
+    """Copies every weight of ``source`` into the weight of ``target`` with the same path (layer names are
+    explicit; the ORDER of a functional model's weights may differ between input sizes, e.g. when a
+    resize is a no-op at one size). Returns the paths of ``target`` that have no weight of that path and
+    shape in ``source`` (or of a source weight left unused); then nothing is copied."""
+    by_path = {v.path: v for v in source.weights}
+    problems = [v.path for v in target.weights
+                if v.path not in by_path or tuple(by_path[v.path].shape) != tuple(v.shape)]
+    if len(by_path) != len(source.weights) or len(target.weights) != len(source.weights):
+        used = {v.path for v in target.weights}
+        problems += [v.path for v in source.weights if v.path not in used] or ["(weight paths are not unique)"]
+    if not problems:
+        for v in target.weights:
+            v.assign(by_path[v.path].numpy())
+    return problems
+
+
+def tile_starts(total: int, window: int, overlap: float = 0.5) -> list:
+    """Start offsets of windows of ``window`` pixels covering ``total`` with at least ``overlap`` of a
+    window shared by neighbours; the last window ends at ``total`` (one window when it fits)."""
+    if total <= window:
+        return [0]
+    step = max(1, int(window * (1.0 - overlap)))
+    return list(range(0, total - window, step)) + [total - window]
+
+
+class FullFramePredictor:
+    """``predict_fn`` over whole frames for a model trained on centre crops of them.
+
+    ``__call__(images [B, H, W, 3] in [0, 1] at the stored size)`` resizes them bilinearly (antialiased,
+    as the pipeline) to :func:`full_frame_size`, the frame at the network's training scale, and predicts
+    it whole -> depth [B, h, w, 1] metres at that size (or the decoder's fraction of it);
+    :func:`evaluate_model` resizes it to the ground truth.
+
+    * ``rebuild`` (chosen by ``auto`` when the weights fit): the same architecture (``model_cfg``,
+      ``max_depth_m``; ``encoder_weights`` none) is built at the frame's size, reflect-padded
+      bottom/right to a multiple of ``stride`` (default: ``model_cfg.output_stride``), with the model's
+      weights (:func:`copy_weights`, by path); the padding is dropped from its prediction. Every catalogue decoder is convolutional or
+      resizes / pools to sizes fixed at build time (no Dense, no fixed Reshape; the tests check that the
+      weights of each have the same shapes at two sizes). One model per padded size;
+      :meth:`sync_weights` copies the model's current weights into them (training's validation).
+    * ``tile`` (``auto``'s fallback for an architecture whose weights depend on the input size, e.g.
+      keras-hub's DINOv2 position embeddings interpolated to the input grid for ``dpt``):
+      windows of ``input_size`` with ``overlap`` (:func:`tile_starts`) run through the model itself,
+      each prediction resized to its window, averaged where windows overlap.
+    """
+
+    def __init__(self, model, model_cfg, input_size: Sequence[int], max_depth_m: float, stride: Optional[int] = None,
+                 mode: str = "auto", overlap: float = 0.5):
+        if mode not in ("auto", "rebuild", "tile"):
+            raise ValueError(f"FullFramePredictor: mode must be auto, rebuild or tile, got {mode!r}")
+        self.model = model
+        self.model_cfg = dataclasses.replace(model_cfg, encoder_weights="none")
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.max_depth_m = float(max_depth_m)
+        self.stride = int(stride or model_cfg.output_stride)
+        self.method = None if mode == "auto" else mode  # "rebuild" | "tile" once decided
+        self.size_dependent_weights: list = []  # why ``auto`` tiles: the weights whose shapes differ
+        self.overlap = float(overlap)
+        self._nets: Dict[Tuple[int, int], Tuple[object, Callable]] = {}
+        self._model_fn = None
+
+    @property
+    def network_sizes(self):
+        """The sizes the network ran at so far, sorted (rebuilt models; ``input_size`` when tiling)."""
+        return [self.input_size] if self.method == "tile" else sorted(self._nets)
+
+    def sync_weights(self) -> None:
+        """Copies the model's current weights into every rebuilt model."""
+        for net, _ in self._nets.values():
+            copy_weights(self.model, net)
+
+    @staticmethod
+    def _depth_fn(net, shape):
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+        def run(images):
+            outputs = net(images, training=False)
+            return tf.cast(outputs["depth"] if isinstance(outputs, dict) else outputs, tf.float32)
+
+        return run
+
+    def _network(self, size: Tuple[int, int]) -> Optional[Callable]:
+        """The model rebuilt at ``size``, or None (and tiling from now on) when its weights do not fit."""
+        if size not in self._nets:
+            from tfdepth.models.build import build_model
+
+            net = build_model(self.model_cfg, size, self.max_depth_m)
+            self.size_dependent_weights = copy_weights(self.model, net)
+            if self.size_dependent_weights:
+                if self.method == "rebuild":
+                    raise ValueError(f"FullFramePredictor: {self.model.name} has weights whose shapes depend on the "
+                                     f"input size; it cannot be rebuilt at {size[0]}x{size[1]} (use mode tile)")
+                self.method = "tile"
+                return None
+            self.method = "rebuild"
+            self._nets[size] = (net, self._depth_fn(net, [None, size[0], size[1], 3]))
+        return self._nets[size][1]
+
+    def _tiled(self, x):
+        import tensorflow as tf
+
+        if self._model_fn is None:
+            self._model_fn = self._depth_fn(self.model, [None, *self.input_size, 3])
+        (win_h, win_w), (height, width) = self.input_size, (int(x.shape[1]), int(x.shape[2]))
+        total = np.zeros((int(x.shape[0]), height, width, 1), np.float64)
+        weight = np.zeros((1, height, width, 1), np.float64)
+        for top in tile_starts(height, win_h, self.overlap):
+            for left in tile_starts(width, win_w, self.overlap):
+                depth = self._model_fn(x[:, top:top + win_h, left:left + win_w])
+                if tuple(depth.shape[1:3]) != (win_h, win_w):
+                    depth = tf.image.resize(depth, (win_h, win_w), method="bilinear")
+                total[:, top:top + win_h, left:left + win_w] += depth.numpy()
+                weight[:, top:top + win_h, left:left + win_w] += 1.0
+        return tf.constant((total / weight).astype(np.float32))
+
+    def __call__(self, images):
+        import tensorflow as tf
+
+        images = tf.convert_to_tensor(images, tf.float32)
+        height, width = int(images.shape[1]), int(images.shape[2])
+        scaled = full_frame_size((height, width), self.input_size)
+        x = images
+        if scaled != (height, width):
+            x = tf.clip_by_value(tf.image.resize(x, scaled, method="bilinear", antialias=True), 0.0, 1.0)
+        padded = tuple(int(math.ceil(s / self.stride)) * self.stride for s in scaled)
+        run = self._network(padded) if self.method != "tile" else None
+        if run is None:
+            return self._tiled(x)
+        if padded != scaled:
+            x = tf.pad(x, [[0, 0], [0, padded[0] - scaled[0]], [0, padded[1] - scaled[1]], [0, 0]], mode="REFLECT")
+        depth = run(x)
+        out_h, out_w = int(depth.shape[1]), int(depth.shape[2])
+        keep_h, keep_w = int(round(scaled[0] * out_h / padded[0])), int(round(scaled[1] * out_w / padded[1]))
+        return depth[:, :keep_h, :keep_w]
+
+
+def uses_full_frame(cfg) -> bool:
+    """True when evaluation predicts the whole stored frame: a model trained on centre crops
+    (``data.resize_mode: center_crop`` with an ``input_size``) scored on native ground truth."""
+    return cfg.data.resize_mode == "center_crop" and bool(cfg.data.input_size) and cfg.eval.gt_resolution == "native"
+
+
+def evaluation_inputs(model, cfg, split: str, data_dir: Optional[str] = None, manifest: Optional[dict] = None):
+    """``(dataset, predict_fn, inference)``: what :func:`evaluate_model` runs for ``model`` on ``split``.
+
+    * centre-cropped training, native ground truth (:func:`uses_full_frame`): stored frames and their
+      native ground truth, batched by ``eval.batch_size`` when the dataset has one image size (else 1),
+      predicted whole by a :class:`FullFramePredictor`;
+    * otherwise :func:`tfdepth.data.pipeline.build_eval_dataset` (images at the input size; ground
+      truth native, or at the input size with ``eval.gt_resolution: input``, centre-cropped like the
+      image under ``center_crop``) and the model itself in one ``tf.function``.
+
+    ``inference`` describes it for the result: ``frame`` ("full" | "resized" | "center_crop") and, for a
+    :class:`FullFramePredictor`, the predictor itself under ``predictor`` (see :func:`inference_record`).
+    """
+    import tensorflow as tf
+
+    from tfdepth.data import pipeline
+
+    if data_dir is None or manifest is None:
+        data_dir, manifest = pipeline.resolve_dataset(cfg.data)
+    canonical = pipeline.canonical_focal(cfg)
+    if uses_full_frame(cfg) and canonical is not None:
+        from tfdepth.errors import UserError
+
+        raise UserError("model.camera: canonical is not supported with full-frame evaluation (data.resize_mode: "
+                        "center_crop and eval.gt_resolution: native) yet; set eval.gt_resolution: input")
+    if uses_full_frame(cfg):
+        native = dataclasses.replace(cfg.data, input_size=[])
+        batch = cfg.eval.batch_size if manifest.get("image_size") else 1
+        dataset = pipeline.build_dataset(native, split, batch, training=False, data_dir=data_dir, manifest=manifest)
+        predictor = FullFramePredictor(model, cfg.model, cfg.data.input_size, cfg.data.max_depth_m)
+        return dataset, predictor, {"frame": "full", "predictor": predictor}
+    dataset = pipeline.build_eval_dataset(cfg.data, cfg.eval, split, data_dir=data_dir, manifest=manifest,
+                                          with_focal=canonical is not None)
+    size = cfg.data.input_size
+    shape = [None, int(size[0]), int(size[1]), 3] if size else [None, None, None, 3]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+    def predict(images):
+        outputs = model(images, training=False)
+        return tf.cast(outputs["depth"] if isinstance(outputs, dict) else outputs, tf.float32)
+
+    frame = "center_crop" if cfg.data.resize_mode == "center_crop" and size else "resized"
+    return dataset, predict, {"frame": frame, "network_sizes": [list(map(int, size))] if size else None}
+
+
+def inference_record(inference: dict) -> dict:
+    """The JSON-safe ``inference`` block of a result: ``frame`` and ``network_sizes`` ([h, w] the
+    network ran at; with a full frame the padded sizes it was rebuilt at)."""
+    predictor = inference.get("predictor")
+    if predictor is None:
+        return dict(inference)
+    return {"frame": inference["frame"], "method": predictor.method,
+            "network_sizes": [list(s) for s in predictor.network_sizes], "stride": predictor.stride}
 
 
 def evaluate_model(
@@ -30,8 +250,19 @@ def evaluate_model(
     pooled: bool = False,
     crop: Optional[str] = None,
     on_sample: Optional[Callable] = None,
+    canonical_focal_px: Optional[float] = None,
+    align: Optional[str] = None,
+    align_space: str = "depth",
+    progress=None,
 ) -> Dict[str, object]:
     """Runs ``predict_fn`` over ``dataset`` and scores it; returns ``MetricAccumulator.result()``.
+
+    ``align="scale_shift"``: each prediction is first aligned to its ground truth by least squares
+    (:mod:`tfdepth.evaluation.align`; ``align_space`` "disparity" for a relative model's output).
+
+    ``canonical_focal_px`` (a canonical-camera model, docs/camera.md): the batches carry each image's
+    focal length at the model input as a third element and the prediction is multiplied by
+    :func:`tfdepth.geometry.canonical_depth_scale` (f / f_c) before it is scored.
 
     ``predict_fn(images [B, H, W, 3] float32 in [0, 1]) -> depth [B, h, w, 1]`` metres (a tensor or
     array); ``dataset`` yields ``(images, depth [B, H, W, 1] metres)`` batches as
@@ -45,6 +276,7 @@ def evaluate_model(
     * ``max_images``: stop after this many images (a partial last batch is cut).
     * ``on_sample(image [H, W, 3], pred_m [H, W], gt_m [H, W])``, when given, is called for every
       scored image (NumPy arrays; e.g. a :class:`tfdepth.evaluation.report.PlotCollector`).
+    * ``progress``: a :class:`tfdepth.progress.Progress` counting the scored images (the caller closes it).
     """
     import tensorflow as tf  # only this function needs TensorFlow
 
@@ -70,6 +302,11 @@ def evaluate_model(
             pred = 0.5 * (pred + tf.reverse(flipped, axis=[2]))
         if pred.shape.rank == 3:
             pred = pred[..., None]
+        if canonical_focal_px is not None:
+            if len(batch) < 3:
+                raise ValueError("evaluate_model: a canonical-camera model needs (images, depth, focal) batches")
+            focal = tf.reshape(tf.cast(batch[2], tf.float32), [-1, 1, 1, 1])
+            pred = pred * canonical_depth_scale(focal, canonical_focal_px)
         if tuple(pred.shape[1:3]) != gt.shape[1:3]:
             pred = tf.image.resize(pred, gt.shape[1:3], method="bilinear")
         pred_np = pred.numpy().astype(np.float64)
@@ -79,10 +316,16 @@ def evaluate_model(
         for b in range(gt.shape[0]):
             if max_images is not None and seen >= max_images:
                 break
+            if align and align != "none":
+                from tfdepth.evaluation.align import align_to_protocol
+
+                pred_np[b, ..., 0] = align_to_protocol(pred_np[b, ..., 0], gt[b, ..., 0], protocol, align_space)
             acc.update(pred_np[b, ..., 0], gt[b, ..., 0])
             if on_sample is not None:
                 on_sample(images_np[b], pred_np[b, ..., 0], gt[b, ..., 0])
             seen += 1
+            if progress is not None:
+                progress.update()
         if max_images is not None and seen >= max_images:
             break
     return acc.result()
@@ -100,40 +343,84 @@ def evaluate_trained_model(
     with_ssim: bool = False,
     plots: Optional[str] = None,
     checkpoint: Optional[str] = None,
+    align: Optional[str] = None,
+    progress: bool = False,
 ) -> Dict[str, object]:
     """A built, restored model on ``split`` of its experiment's dataset (default: ``cfg.data.val_split``);
     the protocol, flip averaging and the number of images default to ``cfg.eval.*``.
 
-    Returns :func:`evaluate_model`'s result plus ``split``, ``flip_average``, ``checkpoint`` (the
+    What is predicted and scored is :func:`evaluation_inputs`' choice (the whole frame for a model
+    trained on centre crops). Returns :func:`evaluate_model`'s result plus ``inference``
+    (:func:`inference_record`), ``split``, ``flip_average``, ``checkpoint`` (the
     caller's label of where the weights came from) and, with ``plots`` (a folder), ``plots``: the
-    paths of the figures written there (:class:`tfdepth.evaluation.report.PlotCollector`).
+    paths of the figures written there (:class:`tfdepth.evaluation.report.PlotCollector`; the
+    qualitative rows show the stored photo (:class:`StoredPhotos`), not the network input).
+    ``progress``: report the images scored on stderr (:class:`tfdepth.progress.Progress`).
     """
-    import tensorflow as tf
-
-    from tfdepth.data.pipeline import build_eval_dataset
+    from tfdepth.data import pipeline, shards
     from tfdepth.evaluation.report import PlotCollector
+    from tfdepth.progress import Progress
 
     protocol = get_protocol(protocol_name or cfg.eval.protocol, crop)
     split = split or cfg.data.val_split
     flip = cfg.eval.flip_average if flip_average is None else flip_average
     limit = max_images if max_images is not None else cfg.eval.max_images
-    dataset = build_eval_dataset(cfg.data, cfg.eval, split)
-
-    @tf.function
-    def predict(images):
-        outputs = model(images, training=False)
-        depth = outputs["depth"] if isinstance(outputs, dict) else outputs
-        return tf.cast(depth, tf.float32)
-
-    collector = PlotCollector(protocol) if plots else None
-    result = evaluate_model(predict, dataset, protocol, flip_average=flip, max_images=limit, with_ssim=with_ssim,
-                            pooled=pooled, on_sample=collector)
+    data_dir, manifest = pipeline.resolve_dataset(cfg.data)
+    dataset, predict, inference = evaluation_inputs(model, cfg, split, data_dir, manifest)
+    on_sample = None
+    if plots:
+        collector = PlotCollector(protocol, label=split)
+        on_sample = StoredPhotos(collector, pipeline.first_records(data_dir, manifest, split, collector.limit),
+                                 inference["frame"], cfg.data.input_size)
+    total = shards.split_count(manifest, split)
+    reporter = Progress(f"evaluate {split}", min(total, limit) if limit else total, "image", enabled=progress)
+    with reporter:
+        result = evaluate_model(predict, dataset, protocol, flip_average=flip, max_images=limit, with_ssim=with_ssim,
+                                pooled=pooled, on_sample=on_sample, canonical_focal_px=pipeline.canonical_focal(cfg),
+                                align=align, align_space=output_space(cfg), progress=reporter)
+    if align and align != "none":
+        result["align"] = {"mode": align, "space": output_space(cfg)}
+    result["inference"] = inference_record(inference)
     result["split"] = split
     result["flip_average"] = bool(flip)
     result["checkpoint"] = checkpoint
-    if collector is not None:
-        result["plots"] = collector.write(plots)
+    if on_sample is not None:
+        result["plots"] = on_sample.collector.write(plots)
     return result
 
 
-__all__ = ["evaluate_model", "evaluate_trained_model"]
+class StoredPhotos:
+    """The ``on_sample`` of model mode with figures: hands ``collector`` (a
+    :class:`tfdepth.evaluation.report.PlotCollector`) the STORED photo of each of the first scored images
+    instead of the network input (``records``: :func:`tfdepth.data.pipeline.first_records` of the
+    split, in the order scored), cropped as the ground truth is for ``frame`` "center_crop"
+    (``input_size``'s aspect), and the record's ``source/name`` (records without one: the collector's
+    ``split #index``). Later images feed only the error-by-depth figure."""
+
+    def __init__(self, collector, records: list, frame: str, input_size: Sequence[int]):
+        self.collector, self.records = collector, list(records)
+        self.frame, self.input_size = frame, input_size
+
+    def photo(self, rgb: np.ndarray) -> np.ndarray:
+        if self.frame == "center_crop" and self.input_size:
+            aspect = int(self.input_size[1]) / int(self.input_size[0])
+            top, left, crop_h, crop_w = center_crop_window(rgb.shape[:2], aspect)
+            return rgb[top:top + crop_h, left:left + crop_w]
+        return rgb
+
+    def __call__(self, image, pred_m, gt_m) -> None:
+        index = self.collector.seen
+        if index < len(self.records):
+            record = self.records[index]
+            self.collector(self.photo(record["rgb"]), pred_m, gt_m, name=record["name"])
+        else:
+            self.collector(None, pred_m, gt_m)
+
+
+def output_space(cfg) -> str:
+    """"disparity" for a relative model (``decoder_args.depth_type: relative``), else "depth"."""
+    return "disparity" if cfg.model.decoder_args.get("depth_type") == "relative" else "depth"
+
+
+__all__ = ["FullFramePredictor", "StoredPhotos", "evaluate_model", "evaluate_trained_model", "evaluation_inputs",
+           "full_frame_size", "copy_weights", "inference_record", "tile_starts", "uses_full_frame"]

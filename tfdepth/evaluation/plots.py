@@ -2,8 +2,10 @@
 
 * :class:`ErrorByDepth` accumulates |d - g| over valid pixels in ground-truth depth bins;
   :func:`plot_error_vs_depth` draws the mean absolute error per bin (and the pixel count).
-* :func:`plot_qualitative_grid` draws one row per sample: RGB (when given) | prediction | ground truth
-  | absolute error. Prediction and ground truth are drawn in the colours of :mod:`tfdepth.io.colormap`
+* :func:`plot_qualitative_grid` draws one row per sample, titled with its name (a file name or a
+  record's ``source/name``): photo (when given, at its own resolution over the depth's frame; its
+  title says its size) | prediction | ground truth | absolute error, the depth maps at the ground
+  truth's resolution. Prediction and ground truth are drawn in the colours of :mod:`tfdepth.io.colormap`
   (near red, far blue, invalid black) in one shared range, the rule of
   :func:`tfdepth.io.colormap.depth_range` applied to the row's valid ground truth, each with a colour
   bar in metres; the error has its own sequential map (inferno, invalid grey) and colour bar in metres.
@@ -77,17 +79,33 @@ def plot_error_vs_depth(errors: ErrorByDepth, path: str, title: str = "Error aga
     return path
 
 
+NAME_CHARS = 48  # a row's name longer than this is shown by its end ("…/rgb/rgb_00050.jpg")
+PANEL_DPI = 100
+PANEL_MAX_IN = (4.8, 8.0)  # (height, width) of a panel, inches: a 640x480 frame is drawn pixel for pixel
+
+
+def short_label(name: str, limit: int = NAME_CHARS) -> str:
+    """``name`` itself, or "…" and its last ``limit - 1`` characters (where a file's name is)."""
+    name = str(name)
+    return name if len(name) <= limit else "\u2026" + name[-(limit - 1):]
+
+
 def plot_qualitative_grid(samples: Sequence[Dict[str, np.ndarray]], path: str) -> str:
     """Writes a PNG grid, one row per sample dict with ``pred`` and ``gt`` (HxW metres), optional
-    ``rgb`` (HxWx3, float in [0, 1] or uint8) and ``valid`` (bool HxW; default gt > 0 and finite)."""
+    ``rgb`` (HxWx3, float in [0, 1] or uint8; any size, drawn over the depth's frame), ``name`` (the
+    row's title: the photo's, else the prediction's) and ``valid`` (bool HxW; default gt > 0 and finite)."""
     if not samples:
         raise ValueError("plot_qualitative_grid: no samples to draw")
     with_rgb = any(s.get("rgb") is not None for s in samples)
-    titles = (["RGB"] if with_rgb else []) + ["prediction (m)", "ground truth (m)", "absolute error (m)"]
-    n_rows, n_cols = len(samples), len(titles)
-    first = np.asarray(samples[0]["gt"])
+    n_rows, n_cols = len(samples), 4 if with_rgb else 3
+    first = np.squeeze(np.asarray(samples[0]["gt"]))
     aspect = first.shape[1] / max(first.shape[0], 1)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.4 * aspect * n_cols, 3.0 * n_rows), dpi=100, squeeze=False)
+    height = min(max(first.shape[0] / PANEL_DPI, 2.0), PANEL_MAX_IN[0])  # the frame's own size where it fits
+    height = min(height, PANEL_MAX_IN[1] / aspect)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=((height * aspect + 0.8) * n_cols, (height + 0.6) * n_rows),
+                             dpi=PANEL_DPI, squeeze=False, layout="constrained")
+    depth_cmap = matplotlib_colormap()
+    err_cmap = plt.get_cmap("inferno").with_extremes(bad="0.6")
     for r, sample in enumerate(samples):
         pred = np.squeeze(np.asarray(sample["pred"], np.float64))
         gt = np.squeeze(np.asarray(sample["gt"], np.float64))
@@ -97,34 +115,36 @@ def plot_qualitative_grid(samples: Sequence[Dict[str, np.ndarray]], path: str) -
                 valid = np.isfinite(gt) & (gt > 0)
         valid = np.asarray(valid, bool)
         vmin, vmax = depth_range(gt[valid]) if valid.any() else depth_range(pred)
-        depth_cmap = matplotlib_colormap()
         error = np.where(valid, np.abs(pred - np.where(valid, gt, 0.0)), np.nan)
+        name = short_label(sample["name"]) if sample.get("name") else ""
+        size = f"{gt.shape[1]}x{gt.shape[0]}"
         c = 0
         if with_rgb:
             rgb = sample.get("rgb")
-            ax = axes[r, c]
+            ax = axes[r, 0]
             if rgb is not None:
-                ax.imshow(np.clip(np.asarray(rgb, np.float64) / (255.0 if np.asarray(rgb).dtype == np.uint8 else 1.0), 0, 1))
-            c += 1
+                rgb = np.asarray(rgb)
+                ax.imshow(np.clip(rgb.astype(np.float64) / (255.0 if rgb.dtype == np.uint8 else 1.0), 0, 1),
+                          extent=(-0.5, gt.shape[1] - 0.5, gt.shape[0] - 0.5, -0.5))  # over the depth's frame
+                shown = f"photo {rgb.shape[1]}x{rgb.shape[0]}"
+            else:
+                shown = "no photo"
+            ax.set_title(f"{name}\n{shown}" if name else shown, fontsize=11)
+            c = 1
         with np.errstate(invalid="ignore"):
             pred_invalid = ~(np.isfinite(pred) & (pred > 0))
-        im = axes[r, c].imshow(np.ma.masked_where(pred_invalid, pred), cmap=depth_cmap, vmin=vmin, vmax=vmax)
-        fig.colorbar(im, ax=axes[r, c], fraction=0.046, pad=0.02)
-        im = axes[r, c + 1].imshow(np.ma.masked_where(~valid, gt), cmap=depth_cmap, vmin=vmin, vmax=vmax)
-        fig.colorbar(im, ax=axes[r, c + 1], fraction=0.046, pad=0.02)
-        err_cmap = plt.get_cmap("inferno").with_extremes(bad="0.6")
-        emax = float(np.nanpercentile(error, 99)) if valid.any() else 1.0
-        im = axes[r, c + 2].imshow(np.ma.masked_invalid(error), cmap=err_cmap, vmin=0.0, vmax=max(emax, 1e-6))
-        fig.colorbar(im, ax=axes[r, c + 2], fraction=0.046, pad=0.02)
-        label = sample.get("name")
-        if label:
-            axes[r, 0].set_ylabel(str(label), fontsize=8)
-    for c, title in enumerate(titles):
-        axes[0, c].set_title(title, fontsize=10)
+        panels = [(np.ma.masked_where(pred_invalid, pred), depth_cmap, vmin, vmax, f"prediction (m), {size}"),
+                  (np.ma.masked_where(~valid, gt), depth_cmap, vmin, vmax, f"ground truth (m), {size}"),
+                  (np.ma.masked_invalid(error), err_cmap, 0.0,
+                   max(float(np.nanpercentile(error, 99)) if valid.any() else 1.0, 1e-6), "absolute error (m)")]
+        for k, (image, cmap, low, high, title) in enumerate(panels):
+            ax = axes[r, c + k]
+            im = ax.imshow(image, cmap=cmap, vmin=low, vmax=high)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+            ax.set_title(f"{name}\n{title}" if (name and k == 0 and not with_rgb) else title, fontsize=11)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
     _save(fig, path)
     return path
 

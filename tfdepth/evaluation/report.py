@@ -43,29 +43,52 @@ def write_json(result: Dict[str, object], path: str) -> None:
 
 
 def summary_line(result: Dict[str, object]) -> str:
-    """``protocol nyu (crop eigen), per-image averaging, 3 images`` (plus the non-finite prediction
-    pixels, scored at the protocol's clip limits, when the result counts any)."""
+    """``protocol nyu (crop eigen rows 45:471 cols 41:601 of 480x640), per-image averaging, 3 images``
+    (the crop box when the ground truth has one size; plus the non-finite prediction pixels, scored at
+    the protocol's clip limits, when the result counts any)."""
+    protocol = result["protocol"]
     nonfinite = result.get("nonfinite_pred_pixels")
     extra = (f", {nonfinite} non-finite prediction pixel(s) ({result['nonfinite_pred_fraction']:.2%} of the valid "
              "ones) scored at the clip limits") if nonfinite else ""
-    return (f"protocol {result['protocol']['name']} (crop {result['protocol']['crop']}), "
+    box, size = protocol.get("crop_box"), protocol.get("gt_size")
+    where = (f" rows {box[0]}:{box[1]} cols {box[2]}:{box[3]} of {size[0]}x{size[1]}"
+             if box and size and protocol["crop"] != "none" else "")
+    return (f"protocol {protocol['name']} (crop {protocol['crop']}{where}), "
             f"{result['averaging'].replace('_', '-')} averaging, {result['count']} images{extra}")
 
 
+FEW_PIXELS = 0.01  # a depth range holding less than this share of the valid pixels is flagged in the table
+
+
 def format_table(result: Dict[str, object]) -> str:
-    """Plain-text table of ``overall`` and each ``per_range`` row."""
+    """Plain-text table of ``overall`` and each ``per_range`` row, with the images and valid pixels each
+    row averages over and their share of all valid pixels. An empty range shows "—" and why; a range
+    with less than :data:`FEW_PIXELS` of the pixels is marked ``*`` (its metrics rest on few pixels)."""
     overall = result["overall"]
     keys = list(METRIC_KEYS) + (["ssim"] if "ssim" in overall else [])
-    header = f"{'range':<10}" + "".join(f"{k:>10}" for k in keys) + f"{'images':>8}"
+    header = f"{'range':<10}" + "".join(f"{k:>10}" for k in keys) + f"{'images':>8}{'pixels':>12}{'share':>8}"
     lines = [header, "-" * len(header)]
+    total = int(overall.get("pixels", result.get("pixels", 0)) or 0)
+    few = False
 
     def row(label, values):
+        nonlocal few
+        pixels = values.get("pixels")
+        if not values.get("count"):
+            return f"{label:<10}{'—':>10}  no valid ground-truth pixel in this range (metrics undefined)"
         cells = "".join(f"{values.get(k, math.nan):>10.4f}" for k in keys)
-        return f"{label:<10}{cells}{int(values.get('count', 0)):>8}"
+        share = pixels / total if pixels is not None and total else None
+        mark = "*" if share is not None and share < FEW_PIXELS else ""
+        few = few or bool(mark)
+        shown_pixels = f"{pixels:>12,d}" if pixels is not None else f"{'?':>12}"
+        shown_share = f"{share:>7.1%}{mark}" if share is not None else f"{'?':>8}"
+        return f"{label:<10}{cells}{int(values['count']):>8}{shown_pixels}{shown_share}"
 
     lines.append(row("all", overall))
     for label, values in (result.get("per_range") or {}).items():
-        lines.append(row(label, values))
+        lines.append(row(label + " m", values))
+    if few:
+        lines.append(f"* less than {FEW_PIXELS:.0%} of the valid pixels: these metrics rest on few pixels")
     if result.get("skipped"):
         lines.append(f"({result['skipped']} image(s) without valid pixels skipped)")
     return "\n".join(lines)
@@ -78,9 +101,10 @@ class PlotCollector:
     Error bins are 1/40 of the protocol's maximum depth wide (0.25 m without one).
     """
 
-    def __init__(self, protocol: Protocol, samples: int = QUALITATIVE_SAMPLES):
+    def __init__(self, protocol: Protocol, samples: int = QUALITATIVE_SAMPLES, label: str = "sample"):
         from tfdepth.evaluation.plots import ErrorByDepth
 
+        self.label, self.seen = label, 0  # samples without a name are labelled "<label> #<index>"
         width = protocol.max_depth_m / 40.0 if math.isfinite(protocol.max_depth_m) else 0.25
         self.protocol = protocol
         self.errors = ErrorByDepth(width)
@@ -90,9 +114,11 @@ class PlotCollector:
     def __call__(self, rgb, pred_m, gt_m, name: Optional[str] = None) -> None:
         pred, gt, valid = prepare_pair(pred_m, gt_m, self.protocol)
         self.errors.update(pred[valid], gt[valid])
+        self.seen += 1
         if len(self.samples) < self.limit:
+            label = name if name is not None else f"{self.label} #{self.seen - 1}"
             self.samples.append({"rgb": rgb, "pred": pred, "gt": np.where(valid, gt, 0.0), "valid": valid,
-                                 "name": name})
+                                 "name": label})
 
     def write(self, directory: str) -> List[str]:
         """Writes the figures (and ``error_vs_depth.json``) into ``directory``; returns the figures' paths."""
@@ -107,4 +133,4 @@ class PlotCollector:
         return paths
 
 
-__all__ = ["PlotCollector", "finite_or_none", "format_table", "summary_line", "write_json"]
+__all__ = ["FEW_PIXELS", "PlotCollector", "finite_or_none", "format_table", "summary_line", "write_json"]

@@ -333,8 +333,8 @@ def decode_scaled_depth(data: bytes, source: str, scale: Optional[float], what: 
     """A depth file that names no encoding -> float64 (H, W) metres, 0 = invalid (float64 so that the
     scores computed from it are exact). The rules of the evaluate command and the measuring page:
 
-    * ``.npy`` (recognised by its magic bytes): a numeric (H, W) or (H, W, 1) array in metres; ``scale``
-      does not apply;
+    * ``.npy`` (recognised by its magic bytes): a numeric (H, W) array in metres, or one with extra axes
+      of length 1 ((H, W, 1), (1, 1, H, W) as PyTorch tools save it); ``scale`` does not apply;
     * single-channel 16-bit PNG: metres = value / ``scale``; the scale is required (``scale_hint`` says
       how to give it), a guessed scale silently gives wrong numbers;
     * single-channel 8-bit PNG: refused unless ``allow_8bit`` (a coarse quantisation), and it needs the
@@ -350,8 +350,8 @@ def decode_scaled_depth(data: bytes, source: str, scale: Optional[float], what: 
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file name
             raise DepthFormatError(f"{source}: cannot read {what} .npy file ({e})") from None
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
+        if array.ndim > 2 and sum(s != 1 for s in array.shape) == 2:  # (1, 1, H, W) from PyTorch, (H, W, 1), ...
+            array = array.reshape([s for s in array.shape if s != 1])
         if array.ndim != 2 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
             raise DepthFormatError(f"{source}: expected an HxW numeric {what} map in metres, "
                                    f"got {array.dtype} {array.shape}")

@@ -107,6 +107,27 @@ def exif_orientation(path_or_bytes) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+EXIF_IFD_TAG, EXIF_FOCAL_35MM_TAG = 0x8769, 0xA405  # the Exif sub-IFD; FocalLengthIn35mmFilm (mm)
+
+
+def exif_focal_35mm(path_or_bytes) -> Optional[float]:
+    """The EXIF ``FocalLengthIn35mmFilm`` (mm, > 0) of an image file or its bytes; None when absent,
+    zero (EXIF's "unknown") or unreadable. :func:`tfdepth.geometry.focal_px_from_35mm` turns it into pixels."""
+    from PIL import Image
+
+    import io
+
+    try:
+        source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
+        with Image.open(source) as image:
+            exif = image.getexif()
+            value = exif.get_ifd(EXIF_IFD_TAG).get(EXIF_FOCAL_35MM_TAG, exif.get(EXIF_FOCAL_35MM_TAG))
+        value = float(value) if value is not None else None
+    except Exception:  # no EXIF / a format Pillow does not know
+        return None
+    return value if value is not None and value > 0 and value == value else None
+
+
 def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     """Turn a stored pixel grid [H, W, ...] into display orientation for EXIF ``orientation`` 1..8
     (the transposes ``PIL.ImageOps.exif_transpose`` applies)."""

@@ -1,8 +1,14 @@
-"""``python -m tfdepth.measure --model PATH [--host 127.0.0.1] [--port 8080] [--max-upload-mb 20]
+"""The measuring page: a local web page that predicts metric depth for your photos with a trained model.
+
+``python -m tfdepth.measure --model PATH [--host 127.0.0.1] [--port 8080] [--max-upload-mb 20]
 [--workers 2] [--queue 8]``
 
-Serves the measuring page for a trained model (a training workdir / checkpoint, a SavedModel or a
-.tflite file). Open the printed address in a browser, then open or drop a picture.
+Serves the page for a trained model (a training workdir / checkpoint, a SavedModel or a .tflite
+file). Open the printed address in a browser, then open or drop a photo: the page shows it beside its
+predicted depth (near red, far blue, a colour bar in metres), reads the depth under the pointer,
+measures the 3-D distance between two clicked points, and, given the photo's ground-truth depth
+(16-bit PNG with its scale, or .npy metres), shows it beside the prediction with AbsRel / RMSE / δ1 and
+the per-range table.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from tfdepth import cli
 def build_parser() -> argparse.ArgumentParser:
     from tfdepth.measure.server import DEFAULT_QUEUE, DEFAULT_WORKERS
 
-    parser = argparse.ArgumentParser(prog="python -m tfdepth.measure", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m tfdepth.measure", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="workdir / checkpoint, SavedModel dir, or .tflite file")
     parser.add_argument("--host", default="127.0.0.1",

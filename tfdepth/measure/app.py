@@ -1,6 +1,13 @@
 """What the measuring page asks of the server, without HTTP: predict a picture, hold its depth,
 score uploaded ground truth.
 
+Colour ranges: each depth map can be drawn in its own range (the rule of
+:func:`tfdepth.io.colormap.depth_range` on that map: a flat prediction shows its structure, and its
+bar's numbers show it is flat) or both in one shared range (the union: equal colours are equal
+metres). :meth:`MeasureApp.color_png` draws either (``range`` "own" | "shared"); the answers carry
+both under ``colors`` (``{"own"|"shared": {"pred"|"gt": {"url", "min_m", "max_m"}}}``); the older keys
+``color_url`` / ``gt_color_url`` / ``color_min_m`` / ``color_max_m`` are the shared range.
+
 Everything stays in memory: a small LRU of the last ``max_pictures`` pictures (their display RGB as
 PNG bytes, the float32 depth in metres at the picture's own size, and the ground truth when given).
 Nothing is written to disk.
@@ -31,12 +38,14 @@ from tfdepth.io.colormap import COLORMAP, colorize, colormap_stops, depth_range
 from tfdepth.io.images import ImageReadError, decode_image, encode_png
 from tfdepth.measure.groundtruth import GroundTruthError, decode_depth_bytes, parse_scale
 from tfdepth.metrics import CROPS, DEPTH_RANGES, PROTOCOLS, MetricAccumulator, get_protocol, prepare_pair
+from tfdepth.serving.batch import IntrinsicsChooser
 
 DEFAULT_MAX_PIXELS = 50_000_000
 PROTOCOL_NAMES = tuple(PROTOCOLS)
 CROP_NAMES = CROPS
 RANGE_LABELS = {"[0,1)": "< 1 m", "[1,3)": "1 – 3 m", "[3,5)": "3 – 5 m", "[5,inf)": "> 5 m"}
 SUMMARY_KEYS = ("abs_rel", "rmse", "d1", "mae", "sq_rel", "rmse_log", "log10", "silog", "d2", "d3")
+COLOR_MODES = ("own", "shared")  # each map in its own colour range | both in one
 
 
 class RequestError(ValueError):
@@ -56,12 +65,32 @@ class Picture:
     size: Tuple[int, int]  # (H, W)
     display_png: bytes  # the RGB the model saw (EXIF applied), PNG
     depth_m: np.ndarray  # float32 [H, W] metres
-    color_range_m: Tuple[float, float]
+    pred_range_m: Tuple[float, float]  # the prediction's own colour range
+    gt_range_m: Optional[Tuple[float, float]] = None  # the ground truth's own (its valid pixels)
     gt_m: Optional[np.ndarray] = None  # float64 [H, W] metres, 0 = invalid
     gt_name: Optional[str] = None
     gt_scale: Optional[float] = None
-    colored: Dict[str, bytes] = field(default_factory=dict)
+    colored: Dict[Tuple[str, str], bytes] = field(default_factory=dict)  # (pred|gt, own|shared) -> PNG
     color_version: int = 0  # bumped when the colour range changes (cache-busting URLs)
+
+    @property
+    def shared_range_m(self) -> Tuple[float, float]:
+        """The union of the prediction's and the ground truth's ranges (the prediction's alone without one)."""
+        if self.gt_range_m is None:
+            return self.pred_range_m
+        return (min(self.pred_range_m[0], self.gt_range_m[0]), max(self.pred_range_m[1], self.gt_range_m[1]))
+
+    def color_range(self, which: str, mode: str) -> Tuple[float, float]:
+        if mode == "shared":
+            return self.shared_range_m
+        return self.pred_range_m if which == "pred" else (self.gt_range_m or self.pred_range_m)
+
+    def colors(self) -> dict:
+        """``{mode: {map: {url, min_m, max_m}}}`` for both modes and the maps held."""
+        maps = ("pred", "gt") if self.gt_m is not None else ("pred",)
+        return {mode: {which: {"url": f"/api/color/{self.id}/{which}?range={mode}&v={self.color_version}",
+                               "min_m": self.color_range(which, mode)[0], "max_m": self.color_range(which, mode)[1]}
+                       for which in maps} for mode in COLOR_MODES}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,6 +156,9 @@ class MeasureApp:
         self.max_pixels = int(max_pixels)
         self.fixed_intrinsics = fixed_intrinsics
         self.fov_deg = fov_deg
+        # the predict command's choice of camera (tfdepth.serving.batch.IntrinsicsChooser): the same
+        # intrinsics logic for the page's depth (a canonical-camera model) as for predict's outputs
+        self.camera = IntrinsicsChooser(predictor, fixed_intrinsics, fov_deg)
         self._pictures: "OrderedDict[str, Picture]" = OrderedDict()
         self._pictures_lock = threading.Lock()
         self._predict_lock = threading.Lock()
@@ -185,13 +217,14 @@ class MeasureApp:
             raise RequestError(f"{name}: {rgb.shape[1]}x{rgb.shape[0]} pixels is more than this server takes "
                                f"({self.max_pixels / 1e6:.0f} megapixels); scale the picture down", 413)
         start = time.perf_counter()
+        camera, camera_source = self.camera.choose(rgb.shape[:2], bytes(data))
         with self._predict_lock:
-            depth_m = np.ascontiguousarray(self.predictor.predict(rgb), dtype=np.float32)
+            depth_m = np.ascontiguousarray(self.predictor.predict(rgb, camera), dtype=np.float32)
         seconds = time.perf_counter() - start
         if depth_m.shape != rgb.shape[:2]:
             raise RuntimeError(f"the model returned depth {depth_m.shape} for a picture of {rgb.shape[:2]}")
         picture = Picture(id=secrets.token_hex(8), name=name, size=(int(rgb.shape[0]), int(rgb.shape[1])),
-                          display_png=encode_png(rgb), depth_m=depth_m, color_range_m=depth_range(depth_m))
+                          display_png=encode_png(rgb), depth_m=depth_m, pred_range_m=depth_range(depth_m))
         self._store(picture)
         valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
         model_intr = self.predictor.intrinsics_for(picture.size)
@@ -205,12 +238,14 @@ class MeasureApp:
             "depth_byte_order": "little",
             "image_url": f"/api/image/{picture.id}",
             "color_url": f"/api/color/{picture.id}/pred",
-            "color_min_m": picture.color_range_m[0],
-            "color_max_m": picture.color_range_m[1],
+            "color_min_m": picture.pred_range_m[0],
+            "color_max_m": picture.pred_range_m[1],
+            "colors": picture.colors(),
             "depth_min_m": float(valid.min()) if valid.size else None,
             "depth_median_m": float(np.median(valid)) if valid.size else None,
             "depth_max_m": float(valid.max()) if valid.size else None,
             "model_intrinsics": None if model_intr is None else model_intr.as_list(),
+            "camera": {"intrinsics": camera.as_list(), "source": camera_source},
             "predict_seconds": seconds,
         })
 
@@ -228,18 +263,21 @@ class MeasureApp:
     def display_png(self, picture_id: str) -> bytes:
         return self.get(picture_id).display_png
 
-    def color_png(self, picture_id: str, which: str) -> bytes:
-        """Colour-mapped prediction (``pred``) or ground truth (``gt``), both in the prediction's range."""
+    def color_png(self, picture_id: str, which: str, mode: str = "shared") -> bytes:
+        """Colour-mapped prediction (``pred``) or ground truth (``gt``) in its own colour range
+        (``mode`` "own") or in the range shared by both ("shared")."""
         picture = self.get(picture_id)
         if which not in ("pred", "gt"):
             raise RequestError(f"colour map of {which!r}: expected 'pred' or 'gt'", 404)
-        if which not in picture.colored:
+        if mode not in COLOR_MODES:
+            raise RequestError(f"colour range {mode!r}: expected {' or '.join(COLOR_MODES)}")
+        if (which, mode) not in picture.colored:
             depth = picture.depth_m if which == "pred" else picture.gt_m
             if depth is None:
                 raise RequestError(f"picture {picture_id!r} has no ground truth", 404)
-            low, high = picture.color_range_m
-            picture.colored[which] = encode_png(colorize(depth, low, high))
-        return picture.colored[which]
+            low, high = picture.color_range(which, mode)
+            picture.colored[(which, mode)] = encode_png(colorize(depth, low, high))
+        return picture.colored[(which, mode)]
 
     def set_ground_truth(self, picture_id: str, data: bytes, name: str, scale_text: Optional[str],
                          protocol: str = "nyu", crop: Optional[str] = None, allow_8bit: bool = False) -> dict:
@@ -258,14 +296,9 @@ class MeasureApp:
         result = self.metrics(picture_id, protocol, crop, gt_m=gt_m)  # validates before anything is kept
         picture.gt_m, picture.gt_name = gt_m, name
         picture.gt_scale = scale
-        # One colour range for prediction and ground truth, so the two maps and the bar compare.
-        pred_low, pred_high = depth_range(picture.depth_m)
+        # Each map's own colour range, and their union for the shared view.
         valid = np.isfinite(gt_m) & (gt_m > 0)
-        if valid.any():
-            gt_low, gt_high = depth_range(gt_m)
-            picture.color_range_m = (min(pred_low, gt_low), max(pred_high, gt_high))
-        else:
-            picture.color_range_m = (pred_low, pred_high)
+        picture.gt_range_m = depth_range(gt_m) if valid.any() else None
         picture.colored.clear()
         picture.color_version += 1
         result.update({
@@ -273,8 +306,9 @@ class MeasureApp:
             "gt_url": f"/api/gt/{picture.id}",
             "gt_color_url": f"/api/color/{picture.id}/gt?v={picture.color_version}",
             "color_url": f"/api/color/{picture.id}/pred?v={picture.color_version}",
-            "color_min_m": picture.color_range_m[0],
-            "color_max_m": picture.color_range_m[1],
+            "color_min_m": picture.shared_range_m[0],
+            "color_max_m": picture.shared_range_m[1],
+            "colors": picture.colors(),
             "gt_valid_fraction": float(valid.mean()),
         })
         return finite_or_none(result)

@@ -11,7 +11,8 @@ Routes (all answers of ``/api/*`` are JSON unless said otherwise; errors are ``{
                                     URLs below, colour range, depth statistics, model intrinsics
     GET  /api/depth/ID              float32 little-endian [H, W] metres (application/octet-stream)
     GET  /api/image/ID              the picture as the model saw it (upright), PNG
-    GET  /api/color/ID/pred|gt      colour-mapped prediction / ground truth (the prediction's range), PNG
+    GET  /api/color/ID/pred|gt[?range=own|shared]   colour-mapped prediction / ground truth, PNG: in its
+                                    own colour range, or (default) in the range shared by both
     POST /api/gt?id=ID&scale=S&protocol=nyu|kitti|none[&crop=C][&allow_8bit=1]
                                     body: the ground-truth file (16-bit PNG + scale, or .npy metres)
                                     -> metrics (as /api/metrics) + gt URLs
@@ -279,7 +280,8 @@ def build_routes(app: MeasureApp, gate: UploadGate):
         return reply(200, await run_in_threadpool(app.display_png, picture_id(request)), "image/png")
 
     async def color(request: Request) -> Response:
-        data = await run_in_threadpool(app.color_png, picture_id(request), request.path_params["which"])
+        data = await run_in_threadpool(app.color_png, picture_id(request), request.path_params["which"],
+                                       query(request).get("range") or "shared")
         return reply(200, data, "image/png")
 
     async def metrics(request: Request) -> Response:

@@ -11,8 +11,6 @@ still run.
 from __future__ import annotations
 
 import os
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -21,6 +19,7 @@ import numpy as np
 from tfdepth.geometry import DEFAULT_FOV_DEG, Intrinsics
 from tfdepth.io.images import (ImageReadError, is_image_path, is_video_path, iter_video_frames, load_image,
                                video_frame_count)
+from tfdepth.progress import Progress
 from tfdepth.serving.outputs import depth_summary, write_outputs
 
 
@@ -101,86 +100,79 @@ def collect_jobs(inputs: Sequence[str], recursive: bool = False) -> Tuple[List[J
 
 
 class IntrinsicsChooser:
-    """Picks the intrinsics of a picture: --intrinsics > --fov > the model's training camera > guess."""
+    """The one choice of a picture's camera (predict's outputs and point clouds, the measuring page):
+    --intrinsics > --focal-px > --fov > the picture's EXIF 35 mm focal length > the model's training
+    camera (a model without canonical camera: the camera its depth assumes, mapped through the padding
+    to the picture, square pixels) > a stated default horizontal field of view. Never a training
+    camera stretched to another aspect ratio; :meth:`choose` says which source it used."""
 
-    def __init__(self, predictor, intrinsics_text: Optional[str] = None, fov_deg: Optional[float] = None):
-        if intrinsics_text and fov_deg is not None:
-            raise ValueError("give either --intrinsics or --fov, not both")
-        self.fixed = Intrinsics.parse(intrinsics_text) if intrinsics_text else None
+    def __init__(self, predictor, intrinsics_text: Optional[str] = None, fov_deg: Optional[float] = None,
+                 focal_px: Optional[float] = None, use_exif: bool = True):
+        if sum(v is not None and not (isinstance(v, str) and v == "") for v in (intrinsics_text, fov_deg, focal_px)) > 1:
+            raise ValueError("give only one of --intrinsics, --focal-px and --fov")
+        if isinstance(intrinsics_text, Intrinsics):  # already parsed (the measuring page's --intrinsics)
+            self.fixed = intrinsics_text
+        else:
+            self.fixed = Intrinsics.parse(intrinsics_text) if intrinsics_text else None
         if fov_deg is not None:
             Intrinsics.from_fov(fov_deg, (2, 2))  # validates the range
-        self.fov_deg = fov_deg
+        if focal_px is not None and not (np.isfinite(focal_px) and focal_px > 0):
+            raise ValueError(f"--focal-px must be a positive number of pixels, got {focal_px}")
+        self.fov_deg, self.focal_px, self.use_exif = fov_deg, focal_px, use_exif
         self.predictor = predictor
+        canonical = getattr(predictor, "canonical_focal_px", None) is not None
+        self.from_model = predictor.intrinsics is not None and not canonical
         if self.fixed is not None:
             self.source = "--intrinsics"
+        elif focal_px is not None:
+            self.source = f"--focal-px {focal_px:g} (principal point at the centre)"
         elif fov_deg is not None:
             self.source = f"--fov {fov_deg:g}"
-        elif predictor.intrinsics is not None:
-            self.source = "training data camera (scaled to each picture)"
         else:
-            self.source = f"guess: {DEFAULT_FOV_DEG:g} deg horizontal field of view"
+            fallback = ("training data camera (its aspect ratio kept)" if self.from_model else
+                        f"default: {DEFAULT_FOV_DEG:g} deg horizontal field of view")
+            self.source = ("EXIF 35 mm focal length where the picture has it, else " if use_exif else "") + fallback
         self.default_fov_deg = DEFAULT_FOV_DEG
 
     def describe(self) -> str:
-        if self.source.startswith("guess"):
-            return (f"point clouds: no camera intrinsics given or known from the model; assuming a "
-                    f"{self.default_fov_deg:g} degree horizontal field of view (set --fov DEG or "
-                    f"--intrinsics fx,fy,cx,cy for metric accuracy)")
-        return f"point clouds: intrinsics from {self.source}"
+        if self.fixed is not None or self.focal_px is not None or self.fov_deg is not None:
+            return f"camera: intrinsics from {self.source}"
+        fallback = ("the training data camera (its aspect ratio kept)" if self.from_model else
+                    f"assuming a {self.default_fov_deg:g} degree horizontal field of view (set --focal-px F, "
+                    f"--fov DEG or --intrinsics fx,fy,cx,cy for metric accuracy)")
+        return "camera: " + ("each picture's EXIF 35 mm focal length where it has one, else " if self.use_exif
+                             else "") + fallback
 
-    def __call__(self, image_size: Sequence[int]):
+    def choose(self, image_size: Sequence[int], picture=None) -> Tuple[Intrinsics, str]:
+        """(intrinsics in pixels of an ``image_size`` (H, W) picture, where they came from); ``picture``:
+        the file path or bytes the EXIF focal length is read from."""
+        height, width = int(image_size[0]), int(image_size[1])
+        centre = ((width - 1) / 2.0, (height - 1) / 2.0)
         if self.fixed is not None:
-            return self.fixed
+            return self.fixed, "--intrinsics"
+        if self.focal_px is not None:
+            return Intrinsics(self.focal_px, self.focal_px, *centre), "--focal-px"
         if self.fov_deg is not None:
-            return Intrinsics.from_fov(self.fov_deg, image_size)
-        from_model = self.predictor.intrinsics_for(image_size)
-        if from_model is not None:
-            return from_model
-        return Intrinsics.from_fov(self.default_fov_deg, image_size)
+            return Intrinsics.from_fov(self.fov_deg, image_size), "--fov"
+        if self.use_exif and picture is not None:
+            from tfdepth.geometry import focal_px_from_35mm
+            from tfdepth.io.images import exif_focal_35mm
+
+            f35 = exif_focal_35mm(picture)
+            if f35 is not None:  # the 36 mm side of the 35 mm frame is the picture's long side
+                focal = focal_px_from_35mm(f35, max(height, width))
+                return Intrinsics(focal, focal, *centre), f"exif FocalLengthIn35mmFilm {f35:g} mm"
+        if self.from_model:
+            return self.predictor.intrinsics_for(image_size), "training camera"
+        return Intrinsics.from_fov(self.default_fov_deg, image_size), f"default {self.default_fov_deg:g} deg fov"
+
+    def __call__(self, image_size: Sequence[int], picture=None) -> Intrinsics:
+        return self.choose(image_size, picture)[0]
 
 
 # --------------------------------------------------------------------------------------------------
-# Progress
+# Messages
 # --------------------------------------------------------------------------------------------------
-
-
-def _progress(iterable, total: Optional[int], desc: str, enabled: bool):
-    """A tqdm bar on a terminal; elsewhere (logs, pipes) a plain line every ~10 % (or 25 items)."""
-    if not enabled:
-        return iterable
-    if sys.stderr.isatty():
-        try:
-            from tqdm import tqdm
-
-            return tqdm(iterable, total=total, desc=desc, unit="frame" if "video" in desc else "img",
-                        file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
-        except ImportError:  # fall through to plain lines
-            pass
-    return _LineProgress(iterable, total, desc)
-
-
-class _LineProgress:
-    def __init__(self, iterable, total: Optional[int], desc: str):
-        self.iterable, self.total, self.desc = iterable, total, desc
-        self.every = max(1, (total or 250) // 10)
-        self.start = time.perf_counter()
-
-    def __iter__(self):
-        count = 0
-        for item in self.iterable:
-            yield item
-            count += 1
-            if count % self.every == 0 or count == self.total:
-                rate = count / max(time.perf_counter() - self.start, 1e-9)
-                of = f"/{self.total}" if self.total else ""
-                print(f"{self.desc}: {count}{of} ({rate:.1f}/s)", file=sys.stderr, flush=True)
-
-
-def _write_line(bar, log, text: str) -> None:
-    if hasattr(bar, "write") and not getattr(bar, "disable", True):  # a tqdm bar: print above it
-        bar.write(text)
-    else:
-        log(text)
 
 
 def _fmt_m(value) -> str:
@@ -191,6 +183,14 @@ def _error_message(e: Exception) -> str:
     return str(e) if isinstance(e, ImageReadError) else f"{type(e).__name__}: {e}"
 
 
+def _say(progress, log, text: str) -> None:
+    """A message line: above the progress line while one is drawn on the terminal, else through ``log``."""
+    if progress.redrawing:
+        progress.write(text)
+    else:
+        log(text)
+
+
 # --------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------
@@ -199,37 +199,43 @@ def _error_message(e: Exception) -> str:
 def run(predictor, jobs: Sequence[Job], output_dir: str, save: Sequence[str], intrinsics: IntrinsicsChooser,
         color_range: Optional[Tuple[float, float]] = None, ply_binary: bool = True, video_every: int = 1,
         max_frames: Optional[int] = None, progress: bool = True, log: Callable[[str], None] = print) -> RunSummary:
-    """Predict every job, writing outputs into ``output_dir``; errors are collected, not raised."""
+    """Predict every job, writing outputs into ``output_dir``; errors are collected, not raised.
+    ``progress``: a :class:`tfdepth.progress.Progress` report on stderr (pictures, and each video's
+    frames) with a summary line at the end."""
+    progress_enabled = progress
     os.makedirs(output_dir, exist_ok=True)
     summary = RunSummary()
     image_jobs = [j for j in jobs if j.kind == "image"]
     video_jobs = [j for j in jobs if j.kind == "video"]
 
-    def one(rgb: np.ndarray, prefix: str, source: str) -> dict:
-        depth = predictor.predict(rgb)
-        intr = intrinsics(rgb.shape[:2]) if "ply" in save else None
+    def one(rgb: np.ndarray, prefix: str, source: str, picture=None) -> dict:
+        intr, camera = intrinsics.choose(rgb.shape[:2], picture)  # the camera the depth and the PLY use
+        depth = predictor.predict(rgb, intr)
         written = write_outputs(rgb, depth, prefix, save, intr, color_range, ply_binary)
         record = {"input": source, "size": [int(rgb.shape[0]), int(rgb.shape[1])], "outputs": written,
-                  **depth_summary(depth)}
-        if intr is not None:
-            record["intrinsics"] = intr.as_list()
+                  **depth_summary(depth), "intrinsics": intr.as_list(), "intrinsics_source": camera}
+        if getattr(predictor, "canonical_focal_px", None) is not None:
+            record["focal_px_at_model_input"] = predictor.input_intrinsics(intr, rgb.shape[:2]).focal_px
         return record
 
-    bar = _progress(image_jobs, len(image_jobs), "images", progress and len(image_jobs) > 1 and sys.stderr.isatty())
-    for job in bar:
+    progress = Progress("predict", len(image_jobs), "image", enabled=progress_enabled and len(image_jobs) > 1)
+    for job in image_jobs:
         try:
             rgb = load_image(job.path)
-            record = one(rgb, os.path.join(output_dir, job.stem), job.path)
+            record = one(rgb, os.path.join(output_dir, job.stem), job.path, picture=job.path)
         except Exception as e:  # a named error per file; the rest of the folder still runs
             message = _error_message(e)
             summary.failures.append((job.path, message))
             summary.records.append({"input": job.path, "error": message})
-            _write_line(bar, log, f"FAILED {job.path}: {message}")
+            _say(progress, log, f"FAILED {job.path}: {message}")
+            progress.update()
             continue
         summary.images += 1
         summary.records.append(record)
-        _write_line(bar, log, f"{job.path}: {record['size'][1]}x{record['size'][0]}, depth "
-                              f"{_fmt_m(record['min_m'])}..{_fmt_m(record['max_m'])} m -> {job.stem}_*")
+        _say(progress, log, f"{job.path}: {record['size'][1]}x{record['size'][0]}, depth "
+                            f"{_fmt_m(record['min_m'])}..{_fmt_m(record['max_m'])} m -> {job.stem}_*")
+        progress.update()
+    progress.close(f"{len(summary.failures)} failed" if summary.failures else "", summary=bool(image_jobs))
 
     for job in video_jobs:
         video_dir = os.path.join(output_dir, job.stem)
@@ -240,18 +246,19 @@ def run(predictor, jobs: Sequence[Job], output_dir: str, save: Sequence[str], in
             if max_frames is not None:
                 total = min(total, max_frames)
         frames = 0
+        progress = Progress(f"predict {os.path.basename(job.path)}", total, "frame", enabled=progress_enabled)
         try:
-            frame_iter = iter_video_frames(job.path, every=video_every, max_frames=max_frames)
-            bar = _progress(frame_iter, total, f"video {os.path.basename(job.path)}", progress)
-            for index, rgb in bar:
+            for index, rgb in iter_video_frames(job.path, every=video_every, max_frames=max_frames):
                 record = one(rgb, os.path.join(video_dir, f"{job.stem}_{index:06d}"), f"{job.path}#frame={index}")
                 summary.records.append(record)
                 frames += 1
+                progress.update()
         except Exception as e:
             message = _error_message(e)
             summary.failures.append((job.path, message))
             summary.records.append({"input": job.path, "error": message, "frames_written": frames})
-            log(f"FAILED {job.path}: {message}")
+            _say(progress, log, f"FAILED {job.path}: {message}")
+        progress.close()
         summary.frames += frames
         if frames:
             log(f"{job.path}: {frames} frames -> {video_dir}/")

@@ -66,6 +66,10 @@ def build_metadata(model, cfg, checkpoint: Optional[str] = None) -> dict:
             "fx": intrinsics.fx, "fy": intrinsics.fy, "cx": intrinsics.cx, "cy": intrinsics.cy,
             "size": input_size, "source": f"manifest of {cfg.data.data_dir} scaled to the model input"},
         "eval_protocol": cfg.eval.protocol,
+        # docs/camera.md: a "canonical" model's depth is multiplied by f / canonical_focal_px (f: the
+        # picture's focal length at the model input), so a consumer needs the picture's camera
+        "camera": {"mode": getattr(cfg.model, "camera", "none"),
+                   "canonical_focal_px": getattr(cfg.model, "canonical_focal_px", None)},
     }
 
 

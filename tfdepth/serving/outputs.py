@@ -16,13 +16,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tfdepth import geometry
+from tfdepth.evaluation.files import PREDICT_SUFFIXES, PREDICTIONS_FILE
 from tfdepth.io.colormap import write_depth_color
 from tfdepth.io.depth import write_depth_png16
 from tfdepth.io.files import write_json
 
 SAVE_CHOICES = ("png16", "color", "npy", "ply")
-OUTPUT_SUFFIXES = {"png16": "_depth_mm.png", "color": "_depth_color.png", "npy": "_depth_m.npy", "ply": "_points.ply"}
-PREDICTIONS_FILE = "predictions.json"
+# predictions.json's name and the depth outputs' suffixes are read back by ``evaluate --pred``: their home is there
+OUTPUT_SUFFIXES = {"png16": PREDICT_SUFFIXES["png16"], "color": "_depth_color.png", "npy": PREDICT_SUFFIXES["npy"],
+                   "ply": "_points.ply"}
+DEPTH_ENCODINGS = {"png16": "mm16", "npy": "npy-m"}  # the tfdepth.io.depth encoding of each depth output
 
 
 def parse_save(text: str, choices: Sequence[str] = SAVE_CHOICES) -> List[str]:
@@ -76,7 +79,9 @@ def depth_summary(depth_m: np.ndarray) -> dict:
 
 def write_predictions(output_dir: str, model: str, items: List[dict], intrinsics_source: Optional[str] = None) -> str:
     """``output_dir/predictions.json``: every input with its outputs, intrinsics and depth range, or its
-    error. Returns its path."""
+    error, and the depth encoding of each depth output (``python -m tfdepth.evaluate --pred output_dir``
+    reads it). Returns its path."""
     path = os.path.join(output_dir, PREDICTIONS_FILE)
-    write_json(path, {"model": model, "intrinsics_source": intrinsics_source, "items": items})
+    write_json(path, {"model": model, "intrinsics_source": intrinsics_source, "depth_encodings": DEPTH_ENCODINGS,
+                      "items": items})
     return path

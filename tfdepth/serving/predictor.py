@@ -5,11 +5,16 @@
     predictor = DepthPredictor.load("export/depth_int8.tflite")
     depth_m = predictor.predict(rgb_uint8)                # float32 [H, W] metres at the picture's size
 
-Every backend does the same thing as the exported ``serving_default`` signature
-(:mod:`tfdepth.serving.signature`): resize the RGB picture to the model input (bilinear,
-antialiased), / 255, run the model, resize the depth back to the picture's size (bilinear). TFLite
-files run on the LiteRT interpreter (``ai_edge_litert``), or on ``tf.lite.Interpreter`` where LiteRT
-is not installed.
+Pixels stay square: a picture whose aspect ratio differs from the model input's is first padded
+(centred, with the ImageNet mean colour, as Metric3D does) to the input's aspect ratio
+(:func:`pad_to_aspect`); then every backend does the same thing as the exported ``serving_default``
+signature (:mod:`tfdepth.serving.signature`): resize to the model input (bilinear, antialiased),
+/ 255, run the model, resize the depth back (bilinear); the padding is cut off again. A model trained
+with a canonical camera (``model.camera: canonical``, docs/camera.md) predicts the depth the canonical
+camera would see; :meth:`DepthPredictor.predict` multiplies it by f / f_c
+(:func:`tfdepth.geometry.canonical_depth_scale`), f the picture's focal length at the model input
+(:meth:`DepthPredictor.input_intrinsics`), so it needs the picture's intrinsics. TFLite files run on
+the LiteRT interpreter (``ai_edge_litert``), or on ``tf.lite.Interpreter`` where LiteRT is not installed.
 """
 
 from __future__ import annotations
@@ -19,12 +24,40 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tfdepth.geometry import Intrinsics
+from tfdepth.geometry import Intrinsics, canonical_depth_scale
 from tfdepth.serving.errors import ModelLoadError
 from tfdepth.serving.metadata import METADATA_RELPATH, build_metadata, read_metadata, resolve_saved_model_dir
 from tfdepth.serving.signature import (OUTPUT_KEY, SERVING_SIGNATURE, make_depth_fn, preprocess_images, resize_depth,
                                        to_uint8)
 from tfdepth.serving.tflite import TFLiteModel
+
+# The padding colour of :func:`pad_to_aspect`: the ImageNet mean RGB (what the normalised input calls 0).
+PAD_RGB = (124, 116, 104)
+
+
+def padded_window(image_size: Sequence[int], input_size: Sequence[int]):
+    """(h', w', top, left) of :func:`pad_to_aspect` for a picture of ``image_size`` (H, W)."""
+    h, w = int(image_size[0]), int(image_size[1])
+    in_h, in_w = int(input_size[0]), int(input_size[1])
+    if in_h < 1 or in_w < 1:  # input size unknown (a SavedModel without metadata): nothing to match
+        return h, w, 0, 0
+    new_h, new_w = max(h, int(round(w * in_h / in_w))), max(w, int(round(h * in_w / in_h)))
+    return new_h, new_w, (new_h - h) // 2, (new_w - w) // 2
+
+
+def pad_to_aspect(rgb: np.ndarray, input_size: Sequence[int]):
+    """``rgb`` [h, w, 3] padded (centred, :data:`PAD_RGB`) to the aspect ratio of ``input_size`` (H, W):
+    returns (padded [h', w', 3], (top, left)) with h' = round(w H / W) rows or w' = round(h W / H)
+    columns, whichever is larger than the picture; the picture itself is returned when it already has
+    the aspect ratio (to the pixel)."""
+    h, w = int(rgb.shape[0]), int(rgb.shape[1])
+    new_h, new_w, top, left = padded_window((h, w), input_size)
+    if (new_h, new_w) == (h, w):
+        return rgb, (0, 0)
+    padded = np.empty((new_h, new_w, 3), np.uint8)
+    padded[...] = np.asarray(PAD_RGB, np.uint8)
+    padded[top:top + h, left:left + w] = rgb
+    return padded, (top, left)
 
 
 class DepthPredictor:
@@ -45,6 +78,10 @@ class DepthPredictor:
             base = Intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
             size = intr.get("size") or self.input_size
             self.intrinsics = base.scaled(size, self.input_size) if tuple(size) != self.input_size else base
+        camera = (metadata or {}).get("camera") or {}
+        # f_c of a canonical-camera model (docs/camera.md), else None
+        self.canonical_focal_px: Optional[float] = (float(camera["canonical_focal_px"])
+                                                    if camera.get("mode") == "canonical" else None)
 
     # ---- construction --------------------------------------------------------------------------
 
@@ -52,6 +89,8 @@ class DepthPredictor:
     def load(cls, path: str, num_threads: Optional[int] = None) -> "DepthPredictor":
         """A ``.tflite`` file, a SavedModel (``DIR`` with ``saved_model.pb`` or TF Serving's ``DIR/N/``,
         highest N), or a training workdir / checkpoint dir / ``ckpt-N`` prefix."""
+        if path.startswith("hf:"):  # a transformers Depth Anything checkpoint, converted on load
+            return _HFPredictor(path)
         if path.endswith(".index") and os.path.isfile(path):  # ckpt-N.index given for the ckpt-N prefix
             path = path[: -len(".index")]
         if path.endswith(".tflite") or (os.path.isfile(path) and not os.path.exists(path + ".index")):
@@ -66,26 +105,50 @@ class DepthPredictor:
 
     # ---- prediction ----------------------------------------------------------------------------
 
-    def predict(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 [H, W, 3] -> depth float32 metres [H, W] (the picture's own size)."""
+    def predict(self, rgb: np.ndarray, intrinsics: Optional[Intrinsics] = None) -> np.ndarray:
+        """RGB uint8 [H, W, 3] -> depth float32 metres [H, W] (the picture's own size).
+
+        ``intrinsics``: the picture's camera (pixels of ``rgb``); required by a canonical-camera model
+        (its depth is proportional to the focal length), ignored otherwise."""
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"predict expects an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
         if rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise ValueError(f"predict: empty image {rgb.shape}")
-        return self._predict(rgb)
+        if self.canonical_focal_px is not None and intrinsics is None:
+            raise ValueError("this model was trained with a canonical camera (model.camera: canonical): its depth "
+                             "needs the picture's focal length (--focal-px, --fov or --intrinsics)")
+        h, w = rgb.shape[:2]
+        padded, (top, left) = pad_to_aspect(rgb, self.input_size)
+        depth = self._predict(padded)[top:top + h, left:left + w]
+        if self.canonical_focal_px is not None:
+            focal = self.input_intrinsics(intrinsics, (h, w)).focal_px
+            depth = depth * np.float32(canonical_depth_scale(focal, self.canonical_focal_px))
+        return np.ascontiguousarray(depth, np.float32)
+
+    def input_intrinsics(self, intrinsics: Intrinsics, image_size: Sequence[int]) -> Intrinsics:
+        """A picture's ``intrinsics`` (of ``image_size`` (H, W)) as the model sees it: padded to the input's
+        aspect ratio (:func:`pad_to_aspect`), then resized to the input."""
+        new_h, new_w, top, left = padded_window(image_size, self.input_size)
+        if self.input_size[0] < 1:
+            return intrinsics
+        return intrinsics.padded(top, left).scaled((new_h, new_w), self.input_size)
 
     def _predict(self, rgb: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def intrinsics_for(self, image_size: Sequence[int]) -> Optional[Intrinsics]:
-        """The training camera's intrinsics for a picture of ``image_size`` (H, W), or None."""
+        """The training camera's intrinsics for a picture of ``image_size`` (H, W) (the camera the model
+        assumes: its input camera mapped back through the resize and the padding, square pixels kept),
+        or None when unknown."""
         if self.intrinsics is None:
             return None
-        return self.intrinsics.scaled(self.input_size, image_size)
+        new_h, new_w, top, left = padded_window(image_size, self.input_size)
+        return self.intrinsics.scaled(self.input_size, (new_h, new_w)).padded(-top, -left)
 
     def describe(self) -> str:
-        return f"{self.kind} model, input {self.input_size[0]}x{self.input_size[1]}"
+        camera = f", canonical camera f_c = {self.canonical_focal_px:g} px" if self.canonical_focal_px else ""
+        return f"{self.kind} model, input {self.input_size[0]}x{self.input_size[1]}{camera}"
 
 
 class _KerasPredictor(DepthPredictor):
@@ -154,3 +217,50 @@ class _TFLitePredictor(DepthPredictor):
         q = (self.metadata or {}).get("quantization", "unknown quantisation")
         return (f"TFLite {self.runner.path} ({q}, {np.dtype(self.runner.input_dtype).name} input "
                 f"{self.input_size[0]}x{self.input_size[1]}, {self.runner.backend})")
+
+
+class _HFPredictor(DepthPredictor):
+    """``hf:DIR`` / ``hf:OWNER/NAME``: a transformers ``DepthAnythingForDepthEstimation`` checkpoint, converted
+    (:mod:`tfdepth.models.hf_depth_anything`) and run as Depth Anything's processor does: each picture
+    resized (bilinear, antialiased) keeping its aspect ratio to 518 on the short side, both sides
+    multiples of 14, ImageNet mean / std; depth resized back to the picture. One converted model per
+    input size (kept for the next picture of that size). ``input_size`` is (0, 0): it depends on the
+    picture (no padding)."""
+
+    def __init__(self, spec: str):
+        from tfdepth.models.hf_depth_anything import read_hf_config, read_hf_state, resolve_hf_dir
+
+        directory = resolve_hf_dir(spec)
+        self.info = read_hf_config(directory, spec)
+        self.state = read_hf_state(directory)
+        self.info.torch_params = int(sum(v.size for v in self.state.values()))
+        units = "metres" if self.info.depth_type == "metric" else "relative disparity (not metres)"
+        metadata = {"model": {"name": spec, "encoder": "dinov2", "decoder": "dpt", "checkpoint": spec,
+                              "depth_type": self.info.depth_type, "max_depth_m": self.info.max_depth},
+                    "output": {"units": units}}
+        super().__init__("hf", (0, 0), metadata)
+        self.spec = spec
+        self._fns = {}
+
+    def _fn(self, size):
+        if size not in self._fns:
+            import tensorflow as tf
+
+            from tfdepth.models.hf_depth_anything import assign_hf_state, build_depth_anything
+
+            model = build_depth_anything(self.info, size)
+            assign_hf_state(model, self.state, self.info, self.spec)
+            self._fns[size] = tf.function(make_depth_fn(model, size),
+                                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        return self._fns[size]
+
+    def _predict(self, rgb):
+        from tfdepth.models.hf_depth_anything import preprocess_size
+
+        size = preprocess_size(rgb.shape[0], rgb.shape[1], self.info.image_size, self.info.patch_size)
+        return self._fn(size)(rgb[None])[OUTPUT_KEY].numpy()[0, ..., 0]
+
+    def describe(self) -> str:
+        return (f"Depth Anything {self.info.depth_type} ({self.spec}, max depth {self.info.max_depth:g} m, "
+                f"{self.info.torch_params:,} parameters), input {self.info.image_size} on the short side, "
+                f"multiples of {self.info.patch_size}")

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from tfdepth.progress import Progress, native_logs_quiet, native_stderr_parked, track
 from tfdepth.serving.errors import ExportError, ModelLoadError
 from tfdepth.io.files import write_bytes, write_json
 from tfdepth.serving.metadata import build_metadata
@@ -51,7 +52,8 @@ def check_quantize(quantize: str) -> str:
 def make_tflite_interpreter(model_path: Optional[str] = None, model_content: Optional[bytes] = None,
                             num_threads: Optional[int] = None):
     """A LiteRT interpreter (``ai_edge_litert``), or ``tf.lite.Interpreter`` where LiteRT is absent.
-    Tensors are allocated. The attribute ``tfdepth_backend`` says which one."""
+    Tensors are allocated (its C++ log lines kept out of the terminal unless ``--verbose``, as the
+    converter's). The attribute ``tfdepth_backend`` says which one."""
     try:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -61,8 +63,10 @@ def make_tflite_interpreter(model_path: Optional[str] = None, model_content: Opt
 
         Interpreter = tf.lite.Interpreter
         backend = "tf.lite"
-    interpreter = Interpreter(model_path=model_path, model_content=model_content, num_threads=num_threads)
-    interpreter.allocate_tensors()
+    # allocating prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2: only with --verbose
+    with native_stderr_parked(native_logs_quiet()):
+        interpreter = Interpreter(model_path=model_path, model_content=model_content, num_threads=num_threads)
+        interpreter.allocate_tensors()
     interpreter.tfdepth_backend = backend
     return interpreter
 
@@ -205,15 +209,18 @@ class TFLiteExporter:
                                       f"{image.dtype} {image.shape}")
 
             def representative_dataset():
-                for image in images:
-                    yield [image.reshape((1,) + expected)]
+                with Progress("int8 calibration", len(images), "image") as progress:
+                    for image in images:
+                        yield [image.reshape((1,) + expected)]
+                        progress.update()
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative_dataset
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
             converter.inference_input_type = tf.uint8  # the graph input is uint8 already (cast inside)
             converter.inference_output_type = tf.float32  # depth stays in metres
-        return converter.convert()
+        with native_stderr_parked(native_logs_quiet()):  # the converter's C++ log lines: only with --verbose
+            return converter.convert()
 
 
 def tflite_sidecar(metadata: dict, quantize: str, tflite_bytes: bytes, file_name: str) -> dict:
@@ -288,7 +295,9 @@ def accuracy_report(tflite_path: str, model, cfg, max_images: Optional[int] = No
     acc_tflite, acc_keras = MetricAccumulator(protocol, per_range=False), MetricAccumulator(protocol, per_range=False)
     max_abs, sum_abs, count = 0.0, 0.0, 0
     n_images = 0
-    for image, gt in validation_samples(cfg, max_images):
+    samples = track(validation_samples(cfg, max_images), f"accuracy of {os.path.basename(tflite_path)}",
+                    max_images, "image")
+    for image, gt in samples:
         if runner.input_dtype == np.uint8:
             fed = to_uint8(image)
             keras_input = fed.astype(np.float32) / 255.0

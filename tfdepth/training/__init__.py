@@ -12,6 +12,8 @@ Modules (import them directly):
 * :mod:`tfdepth.training.strategy` -- ``train.strategy`` names and their tf.distribute strategies.
 * :mod:`tfdepth.training.checkpoint` -- the workdir's checkpoints and config check; loading a
   trained model for inference.
+* :mod:`tfdepth.training.init_from` -- ``model.init_from``: a trained model's weights by variable
+  path into a new run, with the loaded / new / skipped report.
 * :mod:`tfdepth.training.validation` -- validation metrics and ``metrics.json``.
 * :mod:`tfdepth.training.logging` -- progress bar, ``history.json``, loss curve, TensorBoard writes.
 * :mod:`tfdepth.training.schedules`, :mod:`tfdepth.training.optimizers` -- learning-rate schedules

@@ -50,10 +50,12 @@ DAMAGED_DIR = "damaged"
 # The data iterator's entry in a mid-epoch checkpoint of a single-device run.
 ITERATOR_KEY = "iterator/.ATTRIBUTES/ITERATOR_STATE"
 # What --restart moves aside (into previous-<YYYYmmdd-HHMMSS>/): everything a run writes in its workdir.
-RUN_FILES = (CHECKPOINT_DIR, "history.json", "metrics.json", CONFIG_NAME, "tensorboard", "loss_curve.png")
-# Config keys that may change between a run and its resumption (they do not change what is trained).
+RUN_FILES = (CHECKPOINT_DIR, "history.json", "metrics.json", CONFIG_NAME, "tensorboard", "loss_curve.png",
+             "init_report.json")
+# Config keys that may change between a run and its resumption (they do not change what is trained;
+# model.init_from only acts on a fresh run: a resume restores the run's own checkpoint).
 RESUME_SAFE_KEYS = ("eval.", "train.log_every_steps", "train.image_summary_every_steps",
-                    "train.checkpoint_every_steps", "data.parallel_calls")
+                    "train.checkpoint_every_steps", "data.parallel_calls", "model.init_from", "model.init_strict")
 
 
 def check_or_save_config(cfg: ExperimentConfig, workdir: str, safe_keys: Sequence[str] = RESUME_SAFE_KEYS) -> None:

@@ -99,37 +99,64 @@ class History:
     def save(self) -> None:
         write_json(self.path, self.data)
 
-    def plot(self, png_path: str) -> None:
-        """Loss curve with dashed lines at chunk boundaries and solid lines at phase boundaries."""
+    def plot(self, png_path: str) -> Optional[dict]:
+        """Loss curve: the training loss per logged step (log scale); validation AbsRel on its own axis
+        from 0, every point labelled with its value when there are few; a solid line where a phase
+        starts, a dashed one where a chunk starts. The legend and title name only what is drawn.
+        Returns ``{"title", "legend": [labels], "validations"}`` (None without logged steps)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FormatStrFormatter
 
         steps = self.data["steps"]
         if not steps:
-            return
-        fig, ax = plt.subplots(figsize=(9, 4))
+            return None
+        fig, ax = plt.subplots(figsize=(10, 4.5))
         x = [r["step"] for r in steps]
-        ax.plot(x, [r["loss"] for r in steps], lw=1, label="train loss")
-        val = [(r["end_step"], r["val"]["abs_rel"]) for r in self.data["epochs"] if r.get("val")]
-        if val:
-            ax2 = ax.twinx()
-            ax2.plot(*zip(*val), "o-", color="tab:orange", label="val AbsRel")
-            ax2.set_ylabel("val AbsRel")
+        handles = ax.plot(x, [r["loss"] for r in steps], lw=1, marker="." if len(x) < 30 else None,
+                          label="training loss")
+        drawn = set()
         prev = None
         for r in self.data["epochs"]:
             key = (r["phase"], r["chunk"])
             if prev is not None and key != prev:
-                ax.axvline(r["start_step"], color="k", ls="-" if key[0] != prev[0] else "--", lw=0.8)
+                kind = "phase" if key[0] != prev[0] else "chunk"
+                ax.axvline(r["start_step"], color="k", ls="-" if kind == "phase" else "--", lw=0.8)
+                drawn.add(kind)
             prev = key
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
+        if "phase" in drawn:
+            handles.append(plt.Line2D([], [], color="k", ls="-", lw=0.8, label="phase starts"))
+        if "chunk" in drawn:
+            handles.append(plt.Line2D([], [], color="k", ls="--", lw=0.8, label="chunk starts"))
+        val = [(r["end_step"], r["val"]["abs_rel"]) for r in self.data["epochs"]
+               if r.get("val") and r["val"].get("abs_rel") is not None and np.isfinite(r["val"]["abs_rel"])]
+        if val:
+            ax2 = ax.twinx()
+            vx, vy = zip(*val)
+            handles += ax2.plot(vx, vy, "o-", color="tab:orange", label=f"validation AbsRel ({len(val)} "
+                                f"validation{'s' if len(val) != 1 else ''})")
+            ax2.set_ylim(0.0, max(vy) * 1.25)
+            ax2.set_ylabel("validation AbsRel", color="tab:orange")
+            if len(val) <= 12:
+                for px, py in val:
+                    ax2.annotate(f"{py:.3f}", (px, py), textcoords="offset points", xytext=(0, 7), ha="center",
+                                 fontsize=8, color="tab:orange")
+        ax.set_xlim(0, max(x + [r["end_step"] for r in self.data["epochs"]]) * 1.02 + 1)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss (log scale)")
         ax.set_yscale("log")
-        ax.set_title("training loss (solid: phase boundary, dashed: chunk boundary)")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.legend(handles=handles, loc="upper right", fontsize=8)
+        title = "training loss" + (" and validation AbsRel" if val else " (no validation yet)")
+        ax.set_title(title)
         fig.tight_layout()
         fig.savefig(png_path, dpi=100)
         plt.close(fig)
+        return {"title": title, "legend": [h.get_label() for h in handles], "validations": len(val)}
 
 
 def colorize_depth(depth: tf.Tensor, max_depth_m: float) -> tf.Tensor:

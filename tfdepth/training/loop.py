@@ -7,8 +7,11 @@ The loop sets each step's learning rate, runs the :class:`~tfdepth.training.step
 hands the results to its hooks (:mod:`tfdepth.training.hooks`: progress and TensorBoard, images,
 validation, best model, history, checkpoints).
 
+A fresh run with ``model.init_from`` first loads the trained model's matching weights
+(:mod:`tfdepth.training.init_from`); a run that resumes its own checkpoint ignores it (and says so).
+
 Files of a workdir: ``config.yaml``, ``checkpoints/`` (and ``checkpoints/best/``), ``history.json``,
-``tensorboard/``, ``loss_curve.png`` and ``metrics.json``.
+``tensorboard/``, ``loss_curve.png``, ``metrics.json`` and (with ``model.init_from``) ``init_report.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tfdepth.data import pipeline
 from tfdepth.training.checkpoint import RunCheckpoints, WorkdirLock, check_or_save_config, move_previous_run
 from tfdepth.training.hooks import (BestModelHook, CheckpointHook, EpochEnd, HistoryHook, Hook, ImageSummaryHook,
                                     LoggingHook, NonFiniteGuard, StepEnd, ValidationHook)
+from tfdepth.training import init_from
 from tfdepth.training.logging import History
 from tfdepth.training.plan import plan_units
 from tfdepth.training.step import TrainStep
@@ -42,11 +46,14 @@ class Trainer:
     a second Trainer on the same workdir meanwhile raises ``TrainingError``). ``hooks`` given here run
     after the default ones. ``restart``: a previous run in the workdir is moved aside into
     ``previous-<time>/`` (never deleted) under the lock, then the run starts afresh.
+    ``allow_fewer_chunks``: a ``chunks: each`` phase on fewer chunks than its ``min_chunks`` warns
+    instead of raising (:func:`~tfdepth.training.plan.plan_units`).
     """
 
     def __init__(self, cfg: ExperimentConfig, workdir: str, log_stream=None, hooks: Sequence[Hook] = (),
-                 restart: bool = False):
+                 restart: bool = False, allow_fewer_chunks: bool = False):
         self.cfg = cfg
+        self.allow_fewer_chunks = allow_fewer_chunks
         self.workdir = workdir
         self.log = log_stream or sys.stderr
         tcfg = cfg.train
@@ -74,7 +81,7 @@ class Trainer:
         tcfg = cfg.train
         check_or_save_config(cfg, workdir)
         self.train_step = step = TrainStep(cfg, strategy)
-        self.units = plan_units(cfg, step.manifest)
+        self.units = plan_units(cfg, step.manifest, self.allow_fewer_chunks)
         with strategy.scope():
             # (unit index, step within unit) of the next step to run.
             self.position = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="position")
@@ -115,6 +122,18 @@ class Trainer:
                   file=self.log)
         return latest
 
+    def _init_from(self, resume) -> None:
+        """``model.init_from`` on a fresh run; a resumed one says that its own checkpoint wins."""
+        spec = self.cfg.model.init_from
+        if not spec:
+            return
+        if resume:
+            print(f"model.init_from {spec} not applied: resuming this workdir's own checkpoint (a resume takes "
+                  "priority; --restart moves the run aside to start again from init_from)", file=self.log)
+            return
+        init_from.initialize(self.train_step.model, spec, self.cfg.model.init_strict, self.save_dir, self.log,
+                             self.cfg)
+
     def run(self) -> dict:
         """Train all remaining units, then evaluate; returns the final metrics dict (also metrics.json).
         Releases the workdir's lock when it returns or raises."""
@@ -126,6 +145,7 @@ class Trainer:
     def _run(self) -> dict:
         train_step, tcfg = self.train_step, self.cfg.train
         resume = self._restore()
+        self._init_from(resume)
         start_unit, start_step = (int(v) for v in self.position.numpy())
         if start_unit >= len(self.units):
             print(f"training in {self.workdir} already finished ({len(self.units)} epoch units, "

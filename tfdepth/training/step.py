@@ -4,8 +4,10 @@
 (:mod:`tfdepth.bench`) and the tests drive: call it on a batch to run one optimisation step, ask it
 for an epoch unit's batches (:meth:`TrainStep.build_dataset`, :meth:`TrainStep.distribute`), set the
 learning rate between steps. A step is forward + loss + backward (under ``jit_compile`` with XLA),
-gradients summed over replicas, a finiteness check and the optimiser update, skipped when the loss
-or a gradient is not finite (with ``mixed_float16`` the loss-scale optimiser skips and adapts).
+gradients summed over replicas, coupled weight decay added (``weight_decay_mode: coupled``), a
+finiteness check and the optimiser update, skipped when the loss or a gradient is not finite (with
+``mixed_float16`` the loss-scale optimiser skips and adapts); with ``lr_multipliers`` each model
+part's update is scaled by its factor (:mod:`tfdepth.training.optimizers`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import tensorflow as tf
 from tfdepth.config import ExperimentConfig
 from tfdepth.data import pipeline
 from tfdepth.losses import build_loss
-from tfdepth.models.build import build_model
+from tfdepth.models.build import build_model, model_parts
 from tfdepth.sid import sid_bins
-from tfdepth.training.optimizers import build_optimizer, set_learning_rate
+from tfdepth.training.optimizers import (apply_gradients, build_optimizer, coupled_decay_gradients, part_factors,
+                                         set_learning_rate)
 from tfdepth.training.plan import EpochUnit
 from tfdepth.training.strategy import make_strategy
 
@@ -55,7 +58,7 @@ class TrainStep:
         with self.strategy.scope():
             self.model = build_model(cfg.model, cfg.data.input_size, cfg.data.max_depth_m)
             self.optimizer = build_optimizer(tcfg.optimizer, tcfg.phases[0].schedule.lr, tcfg.grad_accum_steps,
-                                             tcfg.mixed_precision)
+                                             tcfg.mixed_precision, variables=self.model.trainable_variables)
             self.optimizer.build(self.model.trainable_variables)
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.loss_fn: LossFn = build_loss(cfg.loss, max_depth_m=cfg.data.max_depth_m,
@@ -94,7 +97,8 @@ class TrainStep:
         ``skip_steps`` batches; sharded by element under a strategy."""
         seed = self.cfg.train.seed * 100003 + unit.index
         ds = pipeline.build_dataset(self.cfg.data, self.cfg.data.train_split, self.cfg.train.batch_size, training=True,
-                                    chunks=unit.chunks, seed=seed, data_dir=self.data_dir, manifest=self.manifest)
+                                    chunks=unit.chunks, seed=seed, data_dir=self.data_dir, manifest=self.manifest,
+                                    canonical_focal_px=pipeline.canonical_focal(self.cfg))
         ds = ds.take(unit.steps).skip(skip_steps)
         if self.distributed:
             # Shard by element: a chunk may hold fewer shard files than there are workers.
@@ -114,6 +118,9 @@ class TrainStep:
         global_batch = self.cfg.train.batch_size
         variables = model.trainable_variables
         scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        opt_cfg = self.cfg.train.optimizer
+        multipliers = {k: v for k, v in opt_cfg.lr_multipliers.items() if v != 1.0}
+        factors = part_factors(variables, model_parts(model), multipliers) if multipliers else None
 
         def forward_backward(image, depth):
             with tf.GradientTape() as tape:
@@ -140,8 +147,9 @@ class TrainStep:
             loss = reduce(loss)
             terms = {k: reduce(v) for k, v in terms.items()}
             grads = [None if g is None else reduce(g) for g in grads]
+            grads = coupled_decay_gradients(opt_cfg, grads, variables, optimizer.dynamic_scale if scale_loss else None)
             if scale_loss:  # LossScaleOptimizer unscales, skips non-finite steps and adapts the scale
-                optimizer.apply(grads, variables)
+                apply_gradients(optimizer, grads, variables, factors)
                 finite = tf.math.is_finite(loss)
             else:
                 finite = tf.math.is_finite(loss)
@@ -150,7 +158,7 @@ class TrainStep:
                         finite = finite & tf.reduce_all(tf.math.is_finite(g))
 
                 def apply():
-                    optimizer.apply(grads, variables)
+                    apply_gradients(optimizer, grads, variables, factors)
                     return tf.constant(True)
 
                 tf.cond(finite, apply, lambda: tf.constant(False))

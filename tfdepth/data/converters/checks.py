@@ -92,7 +92,8 @@ def process_sample(sample: LoadedSample, source: Source, opts: WorkerOptions) ->
     else:
         image_bytes, image_format = encode_png(sample.rgb.rgb), "png"
     return EncodedSample(name, image_bytes, image_format, h, w, encode_png(stored),
-                         source.sample_intrinsics(sample), stats, n_far, sample.depth_kind)
+                         source.sample_intrinsics(sample), stats, n_far, sample.depth_kind,
+                         source_name=sample.source_name)
 
 
 def _process_stored(sample: LoadedSample, source: Source, opts: WorkerOptions) -> EncodedSample:
@@ -126,7 +127,8 @@ def _process_stored(sample: LoadedSample, source: Source, opts: WorkerOptions) -
     else:
         image_bytes, image_format = encode_png(sample.rgb.rgb), "png"
     return EncodedSample(name, image_bytes, image_format, h, w, depth_png or encode_png(v),
-                         source.sample_intrinsics(sample), stats, n_far, sample.depth_kind)
+                         source.sample_intrinsics(sample), stats, n_far, sample.depth_kind,
+                         source_name=sample.source_name)
 
 
 

@@ -63,6 +63,7 @@ from tfdepth.data.converters.source import Source
 from tfdepth.data.shards import MANIFEST_NAME, TMP_SUFFIX, ManifestError, read_manifest
 from tfdepth.data.writer import DatasetWriteError, DatasetWriter, SplitWriter, without_splits
 from tfdepth.io.files import stale_temps
+from tfdepth.progress import Progress
 
 TMP_DIR_NAME = ".convert-tmp"
 # Tests only: seconds to sleep after each sample written, so that a test can kill a run mid-way.
@@ -231,6 +232,7 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
                 k = chunks if (split == "train" or source.single_split) else 1
                 log(f"{source.format_name}: converting split {split!r} ({k} chunk{'s' if k > 1 else ''}, "
                     f"depth_scale {store_scale:g}, range 0-{source.max_depth_m:g} m)")
+                progress = None
                 if source.streaming:
                     sw = _convert_streaming(source, split, k, pool, dataset, shard_bytes, seed, skip_bad, log,
                                             plausibility)
@@ -243,21 +245,22 @@ def convert(source: Source, output_dir: str, *, chunks: int = 1, shard_mb: float
                     order = split_permutation(len(refs), seed, split)
                     refs = [refs[i] for i in order]
                     sw = dataset.split(split, chunks=k, expected=len(refs), max_bytes=shard_bytes)
-                    progress = _Progress(split, len(refs), log)
+                    progress = Progress(f"convert {split}", len(refs), "sample")
                     delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
                     for result in pool.imap(work_ref, refs, len(refs)):
                         _add_result(sw, result, skip_bad, log)
                         plausibility.add(result)
-                        progress.update(sw.position)
+                        progress.update()
                         if delay:
                             time.sleep(delay)
+                    progress.close(summary=False)
                 plausibility.finish()
                 try:
                     dataset.finish_split(sw, skipped=source.skipped(split), source=desc, inputs=inputs)
                 except DatasetWriteError as e:
                     raise ConversionError(str(e)) from None
                 log(f"{split}: wrote {sw.count} samples in {len(sw.shards)} shards"
-                    + (f", skipped {len(sw.bad)} bad" if sw.bad else ""))
+                    + (f", skipped {len(sw.bad)} bad" if sw.bad else "") + (f" ({progress.summary()})" if progress else ""))
         ok = True
     finally:
         pool.close(ok)
@@ -315,21 +318,6 @@ def _add_result(sw: SplitWriter, result, skip_bad: bool, log: Callable[[str], No
         sw.add_encoded(result)
 
 
-class _Progress:
-    """Logs ``split: done/total samples (rate/s)`` about every tenth of the split."""
-
-    def __init__(self, split: str, total: int, log: Callable[[str], None]):
-        self.split, self.total, self.log = split, max(total, 1), log
-        self._t0 = time.time()
-        self._next = max(1, self.total // 10)
-
-    def update(self, position: int) -> None:
-        if position >= self._next or position == self.total:
-            rate = position / max(time.time() - self._t0, 1e-9)
-            self.log(f"{self.split}: {position}/{self.total} samples ({rate:.1f}/s)")
-            self._next = position + max(1, self.total // 10)
-
-
 def _convert_streaming(source: Source, split: str, k: int, pool: WorkerPool, dataset: DatasetWriter,
                        shard_bytes: int, seed: int, skip_bad: bool, log: Callable[[str], None],
                        plausibility: "_Plausibility") -> SplitWriter:
@@ -349,6 +337,7 @@ def _convert_streaming(source: Source, split: str, k: int, pool: WorkerPool, dat
     collector = SplitWriter(output_dir, split, depth_scale=dataset.depth_scale, max_depth_m=dataset.max_depth_m)
     bucket_counts = [0] * buckets
     seen = 0
+    progress = Progress(f"convert {split} (pass 1 of 2)", expected, "sample")
     try:
         for result in pool.imap_bounded(work_loaded, source.stream(split)):
             seen += 1
@@ -363,11 +352,11 @@ def _convert_streaming(source: Source, split: str, k: int, pool: WorkerPool, dat
             writers[b].write(collector.serialize(result))
             bucket_counts[b] += 1
             collector.note(result)
-            if seen % 500 == 0:
-                log(f"{split}: read {seen}" + (f"/{expected}" if expected else "") + " samples")
+            progress.update()
     finally:
         for w in writers:
             w.close()
+        progress.close()
     good = sum(bucket_counts)
     if seen == 0:
         raise ConversionError(f"{source.input_path}: split {split!r} has no samples")

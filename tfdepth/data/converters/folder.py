@@ -10,6 +10,12 @@
 - or a text file with one ``rgb_path depth_path`` pair per line (absolute, or relative to the list
   file; shell-style quotes for paths with spaces; ``#`` comments).
 
+Several ``--input`` folders / lists are combined into one dataset (each is at least a sequence of its
+own). ``--val-fraction F`` / ``--test-fraction F`` cut splits ``val`` / ``test`` off the pairs, seeded by
+``--seed``, keeping whole sequences together where the sub-folders or file names show them
+(:mod:`tfdepth.data.converters.splits`; ``--split-by sample`` cuts single samples); without them every
+pair goes into ``--split`` (default train).
+
 The depth encoding is given by ``--depth-encoding`` (a preset of :mod:`tfdepth.io.depth`) or by
 ``--depth-scale S`` (8/16-bit single channel, metres = v / S). The plausible range is ``--max-depth``
 or the preset's default (10 m for the indoor-sensor presets, 90 m for kitti16; none for npy-m and
@@ -25,14 +31,23 @@ import re
 import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tfdepth.data.converters.source import LoadedSample, SampleRef, Source
+from tfdepth.data.converters.source import LoadedSample, SampleRef, Source, relative_name
 from tfdepth.data.converters.errors import ConversionError, SampleError
+from tfdepth.geometry import NYU_KINECT_INTRINSICS, NYU_KINECT_SIZE
+from tfdepth.data.converters.splits import SPLIT_BY, assign_splits, sequences_of
 from tfdepth.io import depth as depth_io
 from tfdepth.io.images import decode_rgb
 
 RGB_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
 DEPTH_EXTENSIONS = {"nyu-raw": {".pgm"}, "npy-m": {".npy"}}
 IMAGE_DEPTH_EXTENSIONS = {".png", ".tif", ".tiff", ".pgm"}
+# Default cameras of depth presets whose datasets have one: (fx, fy, cx, cy) at (W, H). TUM RGB-D: the
+# intrinsics its registered depth images use ("ROS default", TUM's file-format page). SUN RGB-D has
+# none: its four sensors differ (each sample ships an intrinsics.txt; give --intrinsics).
+PRESET_INTRINSICS = {
+    "tum16": ((525.0, 525.0, 319.5, 239.5), (640, 480)),
+    "nyu-raw": (NYU_KINECT_INTRINSICS, NYU_KINECT_SIZE),
+}
 
 
 def read_bytes(path: Optional[str], what: str, partner: str = "") -> bytes:
@@ -122,48 +137,109 @@ def read_pair_list(path: str) -> List[Tuple[str, str]]:
     return pairs
 
 
+def _folder_labels(paths: Sequence[str]) -> List[str]:
+    """A short unique label per capture folder (its name; ``name~2`` for a repeated name)."""
+    labels: List[str] = []
+    for path in paths:
+        base = os.path.basename(os.path.normpath(path)) or "input"
+        label, n = base, 1
+        while label in labels:
+            n += 1
+            label = f"{base}~{n}"
+        labels.append(label)
+    return labels
+
+
+def _strip(path: str, root: str) -> str:
+    return os.path.splitext(os.path.relpath(path, root))[0]
+
+
+def _read_input(path: str, encoding: depth_io.DepthEncoding, log=None):
+    """(pairs, pairing rule, each pair's name relative to its folder without extension) of one capture
+    folder (``rgb/`` + ``depth/``) or pair-list file."""
+    if not os.path.isdir(path):
+        pairs = read_pair_list(path)
+        base = os.path.dirname(os.path.abspath(path))
+        return pairs, "list", [_strip(rgb, base) for rgb, _ in pairs]
+    rgb_dir, depth_dir = os.path.join(path, "rgb"), os.path.join(path, "depth")
+    if not (os.path.isdir(rgb_dir) and os.path.isdir(depth_dir)):
+        raise ConversionError(f"{path}: expected sub-directories rgb/ and depth/ "
+                              "(or give a pair-list file as --input)")
+    depth_ext = DEPTH_EXTENSIONS.get(encoding.kind, IMAGE_DEPTH_EXTENSIONS)
+    rgb_files, depth_files = _files(rgb_dir, RGB_EXTENSIONS), _files(depth_dir, depth_ext)
+    if not rgb_files:
+        raise ConversionError(f"{rgb_dir}: no RGB images ({', '.join(sorted(RGB_EXTENSIONS))})")
+    if not depth_files:
+        raise ConversionError(f"{depth_dir}: no depth files ({', '.join(sorted(depth_ext))}) "
+                              f"for encoding {encoding.name}")
+    pairs, rule = pair_folder(rgb_files, depth_files)
+    if log and rule == "number":
+        log(f"{path}: file stems differ; paired rgb/ and depth/ by the number in the file name")
+    rels = [_strip(rgb, rgb_dir) if rgb else _strip(depth, depth_dir) for rgb, depth in pairs]
+    return pairs, rule, rels
+
+
 class FolderSource(Source):
     format_name = "folder"
     single_split = True
 
-    def __init__(self, input_path: str, depth_encoding: Optional[str] = None, depth_scale: Optional[float] = None,
+    def __init__(self, input_path, depth_encoding: Optional[str] = None, depth_scale: Optional[float] = None,
                  split: Optional[str] = None, max_depth_m: Optional[float] = None,
-                 intrinsics: Optional[Sequence[float]] = None, log=None):
+                 intrinsics: Optional[Sequence[float]] = None, log=None, val_fraction: float = 0.0,
+                 test_fraction: float = 0.0, split_by: str = "auto", seed: int = 0):
+        inputs = [input_path] if isinstance(input_path, str) else list(input_path)
+        if not inputs:
+            raise ConversionError("--input: no capture folder or pair list given")
         self.encoding = resolve_encoding(depth_encoding, depth_scale)
         self.default_max_depth_m = self.encoding.default_max_depth_m
+        # the preset's camera (scaled to each picture's size) when --intrinsics is not given
+        self.default_intrinsics, self.intrinsics_size = PRESET_INTRINSICS.get(self.encoding.name, (None, None))
         self.preferred_store_scale = self.encoding.store_scale or (
             self.encoding.units_per_m if self.encoding.kind == "uint" else None)
         if self.encoding.default_max_depth_m is None and max_depth_m is None:
             raise ConversionError(f"depth encoding {self.encoding.name} has no default plausible range; "
                                   "give --max-depth METRES")
-        super().__init__(input_path, split or "train", max_depth_m, intrinsics)
-        self.rule = "list"
-        if os.path.isdir(self.input_path):
-            rgb_dir, depth_dir = os.path.join(self.input_path, "rgb"), os.path.join(self.input_path, "depth")
-            if not (os.path.isdir(rgb_dir) and os.path.isdir(depth_dir)):
-                raise ConversionError(f"{self.input_path}: expected sub-directories rgb/ and depth/ "
-                                      "(or give a pair-list file as --input)")
-            depth_ext = DEPTH_EXTENSIONS.get(self.encoding.kind, IMAGE_DEPTH_EXTENSIONS)
-            rgb_files, depth_files = _files(rgb_dir, RGB_EXTENSIONS), _files(depth_dir, depth_ext)
-            if not rgb_files:
-                raise ConversionError(f"{rgb_dir}: no RGB images ({', '.join(sorted(RGB_EXTENSIONS))})")
-            if not depth_files:
-                raise ConversionError(f"{depth_dir}: no depth files ({', '.join(sorted(depth_ext))}) "
-                                      f"for encoding {self.encoding.name}")
-            self.pairs, self.rule = pair_folder(rgb_files, depth_files)
-            if log and self.rule == "number":
-                log(f"{self.input_path}: file stems differ; paired rgb/ and depth/ by the number in the file name")
-        else:
-            self.pairs = read_pair_list(self.input_path)
+        fractions = bool(val_fraction or test_fraction)
+        if fractions and split:
+            raise ConversionError(f"give either --split {split} (all pairs into one split) or --val-fraction / "
+                                  "--test-fraction (train/val/test cut from the pairs), not both")
+        super().__init__(inputs[0], split or "train", max_depth_m, intrinsics)
+        self.inputs = [os.path.abspath(p) for p in inputs]
+        for path in inputs[1:]:
+            if not os.path.exists(path):
+                raise ConversionError(f"{path}: input does not exist")
+        self.pairs: List[Tuple[Optional[str], Optional[str]]] = []
+        rels, folders, rules = [], [], []
+        labels = _folder_labels(self.inputs)
+        for path, label in zip(self.inputs, labels):
+            pairs, rule, pair_rels = _read_input(path, self.encoding, log)
+            self.pairs += pairs
+            rels += pair_rels
+            folders += [label if len(self.inputs) > 1 else None] * len(pairs)
+            rules.append(rule)
+        self.rule = rules[0] if len(set(rules)) == 1 else ",".join(rules)
+        self.single_split = not fractions
+        self.split_args = ({"val_fraction": float(val_fraction), "test_fraction": float(test_fraction),
+                            "split_by": split_by} if fractions else {})
+        self.plan = None
+        if fractions:
+            self.plan = assign_splits(len(self.pairs), sequences_of(rels, folders), val_fraction, test_fraction,
+                                      seed, split_by)
+            if log:
+                log(f"{', '.join(inputs)}: {self.plan.describe()} (seed {seed})")
 
     def split_names(self) -> List[str]:
+        if self.plan is not None:
+            return [s for s in ("train", "val", "test") if s in self.plan.splits]
         return [self.split]
 
     def refs(self, split: str) -> List[SampleRef]:
-        return [SampleRef(split, depth or rgb, (rgb, depth)) for rgb, depth in self.pairs]
+        chosen = [split == s for s in self.plan.splits] if self.plan is not None else [True] * len(self.pairs)
+        return [SampleRef(split, depth or rgb, (rgb, depth)) for (rgb, depth), keep in zip(self.pairs, chosen) if keep]
 
     def format_args(self) -> dict:
-        return {"depth_encoding": self.encoding.name, "pairing": self.rule}
+        extra = {"inputs": self.inputs} if len(self.inputs) > 1 else {}
+        return {"depth_encoding": self.encoding.name, "pairing": self.rule, **extra, **self.split_args}
 
     def linear_encoding(self) -> Optional[Tuple[str, float]]:
         if self.encoding.kind in ("uint16", "uint"):
@@ -171,9 +247,9 @@ class FolderSource(Source):
         return None
 
     def input_files(self) -> List[str]:
-        """The pair list (if any) and every paired file."""
+        """The pair lists (if any) and every paired file."""
         listed = [p for pair in self.pairs for p in pair if p is not None]
-        return ([self.input_path] if self.rule == "list" else []) + listed
+        return [p for p in self.inputs if os.path.isfile(p)] + listed
 
     def load(self, ref: SampleRef) -> LoadedSample:
         rgb_path, depth_path = ref.key
@@ -181,12 +257,27 @@ class FolderSource(Source):
         depth_bytes = read_bytes(depth_path, "depth", rgb_path)
         rgb = decode_rgb(rgb_bytes, rgb_path)
         name = f"{depth_path} [rgb {rgb_path}]"
+        short = self._source_name(rgb_path)
         linear = depth_io.decode_linear16(depth_bytes, self.encoding, depth_path)
         if linear is not None:
-            return LoadedSample(name, rgb, depth_stored=linear[0], stored_units_per_m=linear[1], depth_file=depth_bytes)
-        return LoadedSample(name, rgb, depth_io.decode_depth(depth_bytes, self.encoding, depth_path))
+            return LoadedSample(name, rgb, depth_stored=linear[0], stored_units_per_m=linear[1], depth_file=depth_bytes,
+                                source_name=short)
+        return LoadedSample(name, rgb, depth_io.decode_depth(depth_bytes, self.encoding, depth_path), source_name=short)
+
+    def _source_name(self, rgb_path: str) -> str:
+        """The RGB file relative to its capture folder (``rgb/a/0001.jpg``) or pair list, after the
+        folder's label when several inputs are combined (``kitchen/rgb/0001.jpg``)."""
+        for root, label in zip(self.inputs, _folder_labels(self.inputs)):
+            base = root if os.path.isdir(root) else os.path.dirname(root)
+            if os.path.abspath(rgb_path).startswith(os.path.join(base, "")):
+                short = relative_name(rgb_path, root)
+                return f"{label}/{short}" if len(self.inputs) > 1 else short
+        return os.path.basename(rgb_path)
 
 
+
+
+MULTIPLE_INPUTS = True  # --input takes several capture folders / pair lists, combined into one dataset
 
 
 def add_arguments(parser) -> None:
@@ -194,8 +285,16 @@ def add_arguments(parser) -> None:
                         help="depth file encoding preset (see tfdepth.io.depth)")
     parser.add_argument("--depth-scale", type=float, default=None,
                         help="instead of a preset: 8/16-bit single-channel depth, metres = value / S")
+    parser.add_argument("--val-fraction", type=float, default=0.0,
+                        help="cut this fraction of the pairs off as split 'val' (seeded by --seed; whole "
+                             "sequences where the folders / names show them)")
+    parser.add_argument("--test-fraction", type=float, default=0.0, help="likewise for split 'test'")
+    parser.add_argument("--split-by", choices=SPLIT_BY, default="auto",
+                        help="with the fractions: keep sequences whole (sequence), cut single samples (sample), "
+                             "or sequences when there are enough of them (auto, default)")
 
 
 def from_args(args, log=None) -> FolderSource:
     return FolderSource(args.input, args.depth_encoding, args.depth_scale, args.split, args.max_depth,
-                        args.intrinsics, log=log)
+                        args.intrinsics, log=log, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                        split_by=args.split_by, seed=args.seed)

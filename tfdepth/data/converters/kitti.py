@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence
 
-from tfdepth.data.converters.source import KITTI_MAX_DEPTH_M, LoadedSample, SampleRef, Source
+from tfdepth.data.converters.source import KITTI_MAX_DEPTH_M, LoadedSample, SampleRef, Source, relative_name
 from tfdepth.data.converters.errors import ConversionError, SampleError
 from tfdepth.data.converters.folder import read_bytes
 from tfdepth.io import depth as depth_io
@@ -104,7 +104,8 @@ class KittiSource(Source):
         stored, units = depth_io.decode_linear16(depth_bytes, "kitti16", depth_path)
         intr = None if self.intrinsics is not None else (focal, focal, rgb.width / 2.0, rgb.height / 2.0)
         return LoadedSample(f"{depth_path} [rgb {rgb_path}]", rgb, intrinsics=intr, depth_stored=stored,
-                            stored_units_per_m=units, depth_file=depth_bytes)
+                            stored_units_per_m=units, depth_file=depth_bytes,
+                            source_name=relative_name(rgb_path, self.input_path))
 
 
 

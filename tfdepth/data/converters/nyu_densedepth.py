@@ -101,7 +101,8 @@ class NyuDenseDepthSource(NyuSource):
         rgb = decode_rgb(rgb_bytes, f"{self.input_path}:{rgb_member}")
         stored, units, kind = depth_io.decode_nyu_densedepth_stored(depth_bytes, f"{self.input_path}:{depth_member}")
         return LoadedSample(f"{self.input_path}:{depth_member} [rgb {rgb_member}]", rgb, depth_kind=kind,
-                            depth_stored=stored, stored_units_per_m=units, depth_file=depth_bytes)
+                            depth_stored=stored, stored_units_per_m=units, depth_file=depth_bytes,
+                            source_name=rgb_member)
 
 
 

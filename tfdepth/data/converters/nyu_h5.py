@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from tfdepth.data.converters.source import LoadedSample, NyuSource, SampleRef
+from tfdepth.data.converters.source import LoadedSample, NyuSource, SampleRef, relative_name
 from tfdepth.data.converters.errors import ConversionError, SampleError
 from tfdepth.io.images import rgb_from_array
 
@@ -64,7 +64,7 @@ class NyuH5Source(NyuSource):
         if depth.ndim != 2:
             raise SampleError(f"{path}:depth has shape {depth.shape}; expected (H, W)")
         return LoadedSample(path, rgb_from_array(np.transpose(rgb, (1, 2, 0)), f"{path}:rgb"),
-                            np.asarray(depth, np.float32))
+                            np.asarray(depth, np.float32), source_name=relative_name(path, self.input_path))
 
 
 

@@ -156,7 +156,7 @@ class NyuMatSource(NyuSource):
             raise SampleError(f"{self.input_path}: cannot read {ref.name} ({e})") from None
         rgb = rgb_from_array(np.transpose(image, (2, 1, 0)), f"{self.input_path}:images {ref.name}")
         return LoadedSample(f"{self.input_path}:{self.depth_key} {ref.name}", rgb,
-                            np.asarray(depth, np.float32).T)
+                            np.asarray(depth, np.float32).T, source_name=ref.name)
 
 
 

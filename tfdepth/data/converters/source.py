@@ -48,6 +48,10 @@ class LoadedSample:
     files, ``depth_stored`` (uint8/uint16 (H, W), metres = v / ``stored_units_per_m``, 0 invalid) with
     the file's bytes in ``depth_file`` when it is a PNG: when those units equal the output depth scale
     the values are kept exactly and the PNG bytes are stored as they are (no re-encoding).
+
+    ``source_name``: a short name of the sample in its source (e.g. its RGB file relative to the
+    input folder), stored as the record's ``source/name`` (evaluation figures name rows with it);
+    default: ``name``.
     """
 
     name: str
@@ -59,6 +63,18 @@ class LoadedSample:
     depth_stored: Optional[np.ndarray] = None
     stored_units_per_m: Optional[float] = None
     depth_file: Optional[bytes] = None
+    source_name: Optional[str] = None
+
+
+def relative_name(path: str, root: Optional[str]) -> str:
+    """``path`` relative to the folder ``root`` (or to a file's folder) when it lies under it, else its
+    file name: a sample's short ``source_name``."""
+    if root:
+        base = root if os.path.isdir(root) else os.path.dirname(root)
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+        if not rel.startswith(os.pardir):
+            return rel.replace(os.sep, "/")
+    return os.path.basename(path)
 
 
 # -------------------------------------------------------------------------------------------- source

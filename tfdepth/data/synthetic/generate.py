@@ -25,6 +25,7 @@ from tfdepth.data.synthetic.render import render_scene
 from tfdepth.data.synthetic.source import GENERATOR_VERSION, SPLITS, SyntheticSource, source_description
 from tfdepth.data.writer import DatasetWriter
 from tfdepth.io.files import TEMP_SUFFIX_RE
+from tfdepth.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ class _RenderWorkers:
     ``if __name__ == "__main__"`` guard in the caller's script.
     """
 
-    def __init__(self, base_seed: int, num_train: int, num_val: int, height: int, width: int, num_workers: int):
+    def __init__(self, base_seed: int, num_train: int, num_val: int, height: int, width: int, num_workers: int,
+                 hfov_deg=None, haze: bool = True):
         import subprocess
         import sys
 
@@ -79,7 +81,9 @@ class _RenderWorkers:
             for k in range(num_workers):
                 cmd = [sys.executable, "-c", "import sys; from tfdepth.data.synthetic.generate import _worker_main; "
                        "_worker_main(sys.argv[1:])", str(base_seed), str(num_train), str(num_val), str(height),
-                       str(width), str(k), str(num_workers)]
+                       str(width), str(k), str(num_workers),
+                       "none" if hfov_deg is None else ",".join(repr(float(v)) for v in hfov_deg),
+                       "haze" if haze else "nohaze"]
                 self.procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env))
         except BaseException:
             self.close()
@@ -111,11 +115,14 @@ class _RenderWorkers:
 def _worker_main(args: Sequence[str]) -> None:
     """Child side of :class:`_RenderWorkers`: render every ``step``-th job from ``start``, raw to stdout.
 
-    Arguments: base_seed num_train num_val height width start step.
+    Arguments: base_seed num_train num_val height width start step hfov ("none" or "min,max" degrees)
+    haze ("haze" or "nohaze").
     """
     import sys
 
-    base_seed, num_train, num_val, height, width, start, step = (int(a) for a in args)
+    base_seed, num_train, num_val, height, width, start, step = (int(a) for a in args[:7])
+    hfov_deg = None if args[7] == "none" else [float(v) for v in args[7].split(",")]
+    haze = args[8] == "haze"
     cv2.setNumThreads(1)
     # Keep the data stream to ourselves: anything else written to stdout (fd 1) goes to stderr.
     sys.stdout.flush()
@@ -125,9 +132,9 @@ def _worker_main(args: Sequence[str]) -> None:
     from tfdepth.config import SyntheticConfig
 
     source = SyntheticSource(SyntheticConfig(num_train=num_train, num_val=num_val, height=height, width=width,
-                                             seed=base_seed))
+                                             seed=base_seed, hfov_deg=hfov_deg, haze=haze))
     for ref in _jobs(source)[start::step]:
-        sample = render_scene(ref.key, height, width)
+        sample = render_scene(ref.key, height, width, hfov_deg, haze)
         out.write(np.ascontiguousarray(sample["rgb"], np.uint8).tobytes())
         out.write(np.ascontiguousarray(sample["depth_m"], np.float32).tobytes())
     out.close()
@@ -155,12 +162,14 @@ def write_synthetic_dataset(cfg, output_dir: str, num_workers: Optional[int] = N
     jobs = _jobs(source)
     workers = None
     if num_workers > 1:
-        workers = _RenderWorkers(cfg.seed, cfg.num_train, cfg.num_val, cfg.height, cfg.width, num_workers)
+        workers = _RenderWorkers(cfg.seed, cfg.num_train, cfg.num_val, cfg.height, cfg.width, num_workers,
+                                 getattr(cfg, "hfov_deg", None), bool(getattr(cfg, "haze", True)))
         arrays = iter(workers)
     else:
         arrays = ((s.rgb.rgb, s.depth_m) for s in map(source.load, jobs))
     dataset = DatasetWriter(output_dir, name="synthetic", depth_scale=source.store_scale,
                             max_depth_m=source.max_depth_m, shuffle_seed=cfg.seed, source=source.describe())
+    progress = Progress(f"synthetic dataset ({cfg.height}x{cfg.width}, {num_workers} process(es))", total, "sample")
     try:
         with dataset:
             for split in source.split_names():
@@ -168,12 +177,14 @@ def write_synthetic_dataset(cfg, output_dir: str, num_workers: Optional[int] = N
                                        max_records=cfg.records_per_shard)
                 for ref in source.refs(split):
                     rgb, depth_m = next(arrays)
-                    writer.add(rgb, depth_m, source.intrinsics, name=ref.name)
+                    writer.add(rgb, depth_m, source.sample_intrinsics(ref), name=ref.name)
+                    progress.update()
                 dataset.finish_split(writer)
     finally:
         if workers is not None:
             workers.close()
     manifest = dataset.commit()
+    progress.close(f"{cfg.num_train} train + {cfg.num_val} val in {len(manifest['shards'])} shards -> {output_dir}")
     log.info("synthetic: wrote %d samples in %d shards to %s in %.1f s", total, len(manifest["shards"]), output_dir,
              time.time() - start)
     return manifest

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -408,8 +408,11 @@ def _blob_mask(rng: np.random.Generator, height_px: int, width_px: int) -> np.nd
     return mask
 
 
-def render_scene(seed: int, height: int = 240, width: int = 320) -> Dict[str, object]:
-    """Render the random room of ``seed`` (see :func:`random_scene`) with Kinect-like invalid pixels.
+def render_scene(seed: int, height: int = 240, width: int = 320,
+                 hfov_deg: Optional[Sequence[float]] = None, haze: bool = True) -> Dict[str, object]:
+    """Render the random room of ``seed`` (see :func:`random_scene`; ``hfov_deg`` = [min, max] degrees
+    draws the camera's field of view, None = the Kinect camera; ``haze=False`` the same room without
+    distance haze) with Kinect-like invalid pixels.
 
     Returns ``rgb`` uint8 [H, W, 3], ``depth_m`` float32 [H, W] (z-depth, metres, 0 = invalid: no
     return beyond 9.5 m or closer than 0.4 m, grazing angles beyond 80 degrees, a few random dropout
@@ -417,7 +420,7 @@ def render_scene(seed: int, height: int = 240, width: int = 320) -> Dict[str, ob
     """
     if height < 8 or width < 8:
         raise ValueError(f"synthetic image size must be at least 8x8, got {height}x{width} (HxW)")
-    camera, scene = random_scene(seed, height, width)
+    camera, scene = random_scene(seed, height, width, hfov_deg, haze)
     out = render(camera, scene, max_valid_depth_m=MAX_VALID_DEPTH_M, min_valid_depth_m=MIN_VALID_DEPTH_M,
                  grazing_limit_deg=GRAZING_LIMIT_DEG)
     blob_rng = np.random.default_rng([seed, 1])

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from tfdepth.geometry import NYU_KINECT_INTRINSICS, NYU_KINECT_SIZE
+from tfdepth.geometry import NYU_KINECT_INTRINSICS, NYU_KINECT_SIZE, Intrinsics
 
 NOISE_TILE = 64  # side of the per-scene noise tile (power of two: indices wrap with & (NOISE_TILE - 1))
 
@@ -179,6 +179,19 @@ class Camera:
         return np.array([right, down, forward], np.float64).T
 
 
+def sample_intrinsics(seed: int, height_px: int, width_px: int,
+                      hfov_deg: Optional[Sequence[float]] = None) -> Tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) of sample ``seed``'s camera: the Kinect's (:func:`kinect_intrinsics`) when
+    ``hfov_deg`` is None, else a horizontal field of view drawn uniformly from ``hfov_deg`` = [min, max]
+    degrees by its own generator (``default_rng([seed, 2])``: the room of the seed does not change the
+    draw), square pixels and the principal point at the centre (:meth:`tfdepth.geometry.Intrinsics.from_fov`)."""
+    if hfov_deg is None:
+        return kinect_intrinsics(height_px, width_px)
+    low, high = float(hfov_deg[0]), float(hfov_deg[1])
+    fov = low if high == low else float(np.random.default_rng([seed, 2]).uniform(low, high))
+    return tuple(Intrinsics.from_fov(fov, (height_px, width_px)).as_list())
+
+
 def kinect_intrinsics(height_px: int, width_px: int) -> Tuple[float, float, float, float]:
     """(fx, fy, cx, cy) of the NYU Kinect RGB camera (:data:`tfdepth.geometry.NYU_KINECT_INTRINSICS`,
     640x480) scaled to the given image size."""
@@ -240,8 +253,11 @@ def _dist_point_rect(px: float, pz: float, x0: float, x1: float, z0: float, z1: 
     return math.hypot(dx, dz)
 
 
-def random_scene(seed: int, height_px: int = 240, width_px: int = 320) -> Tuple[Camera, Scene]:
-    """A random furnished room and a Kinect-like camera inside it, fully determined by ``seed``.
+def random_scene(seed: int, height_px: int = 240, width_px: int = 320,
+                 hfov_deg: Optional[Sequence[float]] = None, haze: bool = True) -> Tuple[Camera, Scene]:
+    """A random furnished room and a Kinect-like camera inside it, fully determined by ``seed``
+    (the camera's intrinsics by :func:`sample_intrinsics`: ``hfov_deg`` None = the Kinect's).
+    ``haze=False``: the same room (every random draw is the same) with ``haze_per_m = 0``.
 
     Room: floor y = 0, ceiling 2.4-3.2 m, walls spanning 3.5-9 m in x and z. Camera 1.0-1.8 m high,
     pitched 3-15 degrees down, facing roughly into the room. Furniture: boxes (some tables), vertical
@@ -258,7 +274,7 @@ def random_scene(seed: int, height_px: int = 240, width_px: int = 320) -> Tuple[
     # Camera: inside the room, facing roughly towards its centre, at least ~1.8 m from the wall ahead.
     cam_h = float(rng.uniform(1.0, 1.8))
     pitch = math.radians(float(rng.uniform(3.0, 15.0)))
-    fx, fy, cx, cy = kinect_intrinsics(height_px, width_px)
+    fx, fy, cx, cy = sample_intrinsics(seed, height_px, width_px, hfov_deg)
     half_fov = math.atan2(width_px / 2.0, fx)
     best = None
     for _ in range(12):
@@ -389,4 +405,6 @@ def random_scene(seed: int, height_px: int = 240, width_px: int = 320) -> Tuple[
         haze_per_m=float(rng.uniform(0.01, 0.07)), haze_color=tuple(float(v) for v in rng.uniform(0.25, 0.6, 3)),
         noise_tile=_noise_tile(rng),
     )
+    if not haze:  # drawn all the same, so the room is the same
+        scene.haze_per_m = 0.0
     return camera, scene

@@ -13,7 +13,7 @@ from typing import List
 
 from tfdepth.data.converters.source import LoadedSample, SampleRef, Source
 from tfdepth.data.synthetic.render import render_scene
-from tfdepth.data.synthetic.scene import kinect_intrinsics
+from tfdepth.data.synthetic.scene import sample_intrinsics
 from tfdepth.io.images import rgb_from_array
 
 # v2: the NYU Kinect's own fy (519.47, was fx = 518.86), so scenes rendered with v1 are not reused.
@@ -34,8 +34,17 @@ def sample_seed(base_seed: int, split: str, index: int) -> int:
 
 
 def source_description(cfg) -> dict:
-    """The manifest ``source``: the SyntheticConfig fields plus the generator and its version."""
-    return {**dataclasses.asdict(cfg), "generator": "tfdepth.data.synthetic", "generator_version": GENERATOR_VERSION}
+    """The manifest ``source``: the SyntheticConfig fields plus the generator and its version
+    (``hfov_deg`` only when set and ``haze`` only when false, so datasets of the defaults keep their
+    description and cache)."""
+    fields = dataclasses.asdict(cfg)
+    if fields.get("haze", True) is True:
+        fields.pop("haze", None)
+    if fields.get("hfov_deg") is None:
+        fields.pop("hfov_deg", None)
+    else:
+        fields["hfov_deg"] = [float(v) for v in fields["hfov_deg"]]
+    return {**fields, "generator": "tfdepth.data.synthetic", "generator_version": GENERATOR_VERSION}
 
 
 
@@ -49,7 +58,14 @@ class SyntheticSource(Source):
     def __init__(self, cfg):
         super().__init__(None)
         self.cfg = cfg
-        self.intrinsics = kinect_intrinsics(cfg.height, cfg.width)  # every sample's (fx, fy, cx, cy)
+        self.hfov_deg = getattr(cfg, "hfov_deg", None)  # None: every sample has the Kinect camera
+        self.haze = bool(getattr(cfg, "haze", True))
+
+    def sample_intrinsics(self, ref) -> tuple:
+        """(fx, fy, cx, cy) of the sample ``ref`` (a :class:`SampleRef` or a loaded sample), without rendering."""
+        if hasattr(ref, "key"):
+            return sample_intrinsics(ref.key, self.cfg.height, self.cfg.width, self.hfov_deg)
+        return tuple(float(x) for x in ref.intrinsics)
 
     def split_names(self) -> List[str]:
         return [s for s, n in (("train", self.cfg.num_train), ("val", self.cfg.num_val)) if n > 0]
@@ -60,7 +76,7 @@ class SyntheticSource(Source):
         return [SampleRef(split, f"synthetic {split}[{i}] (seed {seed})", seed) for i, seed in enumerate(seeds)]
 
     def load(self, ref: SampleRef) -> LoadedSample:
-        sample = render_scene(ref.key, self.cfg.height, self.cfg.width)
+        sample = render_scene(ref.key, self.cfg.height, self.cfg.width, self.hfov_deg, self.haze)
         return LoadedSample(ref.name, rgb_from_array(sample["rgb"], ref.name), depth_m=sample["depth_m"],
                             intrinsics=sample["intrinsics"])
 

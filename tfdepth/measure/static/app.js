@@ -19,6 +19,7 @@
     points: [],         // [{u, v}] clicked points (at most 2)
     hover: null,        // {u, v}
     busy: 0,
+    colorMode: "own",   // "own": each map in its own colour range with its own bar; "shared": one range
   };
 
   // ---------------------------------------------------------------------------------------------
@@ -177,6 +178,9 @@
       });
     });
     $("clear-points").addEventListener("click", () => { state.points = []; updatePoints(); redrawOverlays(); });
+    document.querySelectorAll("input[name=color-range]").forEach((el) => el.addEventListener("change", () => {
+      if (el.checked) setColorMode(el.value);
+    }));
 
     document.querySelectorAll(".stage").forEach((stage) => {
       stage.addEventListener("mousemove", (e) => onHover(stage, e));
@@ -241,7 +245,8 @@
       if (depth.length !== picture.width * picture.height) {
         throw new Error("depth array has " + depth.length + " values for " + picture.width + "x" + picture.height);
       }
-      await Promise.all([loadImage($("image-view"), picture.image_url), loadImage($("depth-view"), picture.color_url)]);
+      await Promise.all([loadImage($("image-view"), picture.image_url),
+        loadImage($("depth-view"), picture.colors[state.colorMode].pred.url)]);
       state.picture = picture;
       state.depth = depth;
       state.gt = null;
@@ -249,6 +254,7 @@
       state.points = [];
       state.hover = null;
       $("gt-figure").hidden = true;
+      $("range-control").hidden = true;
       $("views").classList.remove("with-gt");
       $("summary").hidden = true;
       $("gt-name").textContent = "none";
@@ -256,7 +262,7 @@
       $("viewer").hidden = false;
       $("views").classList.toggle("wide", picture.width > 2 * picture.height);
       $("views").classList.toggle("pixelated", picture.width < 320);
-      updateColorbar();
+      updateColorbars();
       updateIntrinsics();
       updatePoints();
       updateHover();
@@ -318,15 +324,16 @@
     try {
       const result = await upload("/api/gt?" + params.toString(), file);
       const buffer = await api(result.gt_url);
-      await Promise.all([loadImage($("gt-view"), result.gt_color_url), loadImage($("depth-view"), result.color_url)]);
-      state.picture.color_min_m = result.color_min_m;
-      state.picture.color_max_m = result.color_max_m;
-      updateColorbar();
+      const colors = result.colors[state.colorMode];
+      await Promise.all([loadImage($("gt-view"), colors.gt.url), loadImage($("depth-view"), colors.pred.url)]);
+      state.picture.colors = result.colors;
       state.gt = new Float32Array(buffer);
       state.gtFile = file;
       $("gt-name").textContent = file.name + " · " + fmt(100 * result.gt_valid_fraction, 1) + "% of pixels have a value";
       $("gt-figure").hidden = false;
+      $("range-control").hidden = false;
       $("views").classList.add("with-gt");
+      updateColorbars();
       if (ticket === metricsTicket) showMetrics(result);
       else refreshMetrics();  // the protocol changed while the file was read: score the new ground truth
       updateHover();
@@ -441,6 +448,11 @@
     } else {
       el.textContent = k.text + ": fx = " + fmt(k.fx, 2) + ", fy = " + fmt(k.fy, 2) + ", cx = " + fmt(k.cx, 2) +
         ", cy = " + fmt(k.cy, 2) + " px.";
+      // The camera the server predicted the depth with (tfdepth.serving.batch.IntrinsicsChooser, as
+      // the predict command; a canonical-camera model's depth depends on it).
+      const cam = state.picture && state.picture.camera;
+      if (cam) el.textContent += " Depth predicted with the camera from " + cam.source + " (fx = " +
+        fmt(cam.intrinsics[0], 2) + " px).";
       el.dataset.fx = String(k.fx);
       el.dataset.fy = String(k.fy);
       el.dataset.cx = String(k.cx);
@@ -634,19 +646,55 @@
 
   function drawColorbarGradient() {
     const stops = state.info.colormap.stops;  // near (index 0) ... far
-    const canvas = $("colorbar-canvas");
-    canvas.height = stops.length;
-    const ctx = canvas.getContext("2d");
-    stops.forEach((rgb, i) => {
-      ctx.fillStyle = "rgb(" + rgb[0] + "," + rgb[1] + "," + rgb[2] + ")";
-      ctx.fillRect(0, stops.length - 1 - i, 1, 1);  // far at the top, as the predict command draws it
+    document.querySelectorAll(".colorbar-canvas").forEach((canvas) => {
+      canvas.height = stops.length;
+      const ctx = canvas.getContext("2d");
+      stops.forEach((rgb, i) => {
+        ctx.fillStyle = "rgb(" + rgb[0] + "," + rgb[1] + "," + rgb[2] + ")";
+        ctx.fillRect(0, stops.length - 1 - i, 1, 1);  // far at the top, as the predict command draws it
+      });
     });
   }
 
-  function updateColorbar() {
+  // Colour range: "own" draws each map in its own range, each with its bar in metres (a flat prediction
+  // keeps its structure, and its bar's numbers show how flat it is); "shared" draws both in one range
+  // (equal colours are equal metres) with one bar beside both.
+  async function setColorMode(mode) {
+    state.colorMode = mode;
     const pic = state.picture;
-    const low = pic.color_min_m, high = pic.color_max_m;
-    const labels = $("colorbar-labels");
+    if (!pic) return;
+    const colors = pic.colors[mode];
+    try {
+      const loads = [loadImage($("depth-view"), colors.pred.url)];
+      if (state.gt && colors.gt) loads.push(loadImage($("gt-view"), colors.gt.url));
+      await Promise.all(loads);
+    } catch (err) {
+      showError(err.message);
+    }
+    if (state.colorMode === mode) updateColorbars();  // else a later choice draws its own
+  }
+
+  function updateColorbars() {
+    const pic = state.picture;
+    const mode = state.colorMode;
+    const colors = pic.colors[mode];
+    const withGt = Boolean(state.gt && colors.gt);
+    const views = $("views");
+    views.classList.toggle("shared", mode === "shared");
+    views.classList.toggle("own", mode !== "shared");
+    document.body.dataset.colorRange = mode;
+    const pred = colors.pred;
+    fillColorbar("colorbar-labels", pred.min_m, pred.max_m);
+    $("colorbar-title").textContent = !withGt ? "metres" : mode === "shared" ? "metres, both maps" : "prediction, metres";
+    $("colorbar-gt").hidden = !(withGt && mode !== "shared");
+    if (withGt) fillColorbar("colorbar-gt-labels", colors.gt.min_m, colors.gt.max_m);
+    $("range-hint").textContent = mode === "shared" ?
+      "one range for both maps: equal colours are equal metres" :
+      "each map spans its own depths: read its bar for metres";
+  }
+
+  function fillColorbar(id, low, high) {
+    const labels = $(id);
     labels.textContent = "";
     labels.dataset.min = String(low);
     labels.dataset.max = String(high);

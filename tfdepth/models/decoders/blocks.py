@@ -77,14 +77,20 @@ def conv_bn_act(
     dilation_rate: int = 1,
     batch_norm: bool = True,
     activation: str = "relu",
+    kernel_initializer: str = "glorot_uniform",
 ):
-    """``Conv2D(kernel_size, same padding) -> [BatchNorm] -> activation``; the conv has no bias when BN follows."""
+    """``Conv2D(kernel_size, same padding) -> [BatchNorm] -> activation``; the conv has no bias when BN follows.
+
+    ``kernel_initializer``: a Keras initializer name (``glorot_uniform``, Keras' default; ``he_normal``:
+    truncated normal, std sqrt(2 / fan_in) / 0.88, what TF-slim's ``variance_scaling_initializer()`` gives).
+    """
     x = keras.layers.Conv2D(
         filters,
         kernel_size,
         padding="same",
         dilation_rate=dilation_rate,
         use_bias=not batch_norm,
+        kernel_initializer=kernel_initializer,
         name=f"{name}_conv",
     )(x)
     if batch_norm:

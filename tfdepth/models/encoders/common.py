@@ -11,8 +11,8 @@ Two reference conventions are in use, one per weight family (``PARAM_COUNT_CONVE
   kernels (+ biases) and BatchNorm gamma/beta; BatchNorm moving mean / variance are buffers and are
   NOT counted.  ResNet-18 / 34 encoders: 11,176,512 / 21,284,672.
 * ``"keras"``: ``keras.Model.count_params()``: every weight, BatchNorm moving statistics included
-  (how keras.applications reports ResNet-50 / 101 / DenseNet-169 without top: 23,587,712 /
-  42,658,176 / 12,642,880).
+  (how keras.applications reports ResNet-50 / 101 / ResNet-50 v2 / DenseNet-169 without top:
+  23,587,712 / 42,658,176 / 23,564,800 / 12,642,880).
 """
 
 from __future__ import annotations
@@ -34,7 +34,13 @@ PARAM_COUNT_CONVENTION = {
     "resnet34": "torchvision",
     "resnet50": "keras",
     "resnet101": "keras",
+    "resnet50v2": "keras",
     "densenet169": "keras",
+    # keras-hub's count (DepthAnythingBackbone presets): transformers' + the position table at the input grid
+    "dinov2_small": "keras",
+    "dinov2_base": "keras",
+    "dinov2_large": "keras",
+    "dinov2_tiny": "keras",
 }
 
 
@@ -44,10 +50,11 @@ class ImageNormalization(keras.layers.Layer):
 
     ``mode="torch"``: ``(x - mean) / std`` with ImageNet mean / std (torchvision ResNets, DenseNet).
     ``mode="caffe"``: ``x * 255``, RGB -> BGR, minus the BGR ImageNet mean (keras.applications ResNet).
+    ``mode="tf"``: ``x * 2 - 1`` (keras.applications ResNet50V2 / TF-slim resnet_v2 checkpoints).
     Plain arithmetic and a channel reversal only, so TFLite converts it with builtin ops.
     """
 
-    MODES = ("torch", "caffe")
+    MODES = ("torch", "caffe", "tf")
 
     def __init__(self, mode: str = "torch", **kwargs):
         super().__init__(**kwargs)
@@ -61,6 +68,8 @@ class ImageNormalization(keras.layers.Layer):
             mean = np.asarray(IMAGENET_MEAN_RGB, np.float32)
             inv_std = 1.0 / np.asarray(IMAGENET_STD_RGB, np.float32)
             return (x - mean) * inv_std
+        if self.mode == "tf":
+            return x * 2.0 - 1.0
         bgr = ops.flip(x, axis=-1)
         return bgr * 255.0 - np.asarray(CAFFE_MEAN_BGR, np.float32)
 

@@ -41,6 +41,7 @@ import numpy as np
 KERAS_APPLICATIONS = {
     "resnet50": "ResNet50",
     "resnet101": "ResNet101",
+    "resnet50v2": "ResNet50V2",
     "densenet169": "DenseNet169",
 }
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -148,12 +149,12 @@ def save_encoder_weights(model: keras.Model, name: str, path) -> Path:
 
 
 def model_variant(model: keras.Model) -> str:
-    """"keras" when the model normalises in caffe mode (keras.applications ResNet v1), else "torchvision"."""
+    """"keras" when the model normalises in caffe or tf mode (keras.applications ResNet v1 / v2), else "torchvision"."""
     try:
         mode = model.get_layer("normalize").mode
     except ValueError:
         return "keras"
-    return "keras" if mode == "caffe" else "torchvision"
+    return "keras" if mode in ("caffe", "tf") else "torchvision"
 
 
 def load_keras_h5(model: keras.Model, name: str, path: Path) -> None:
@@ -167,7 +168,7 @@ def load_keras_h5(model: keras.Model, name: str, path: Path) -> None:
 
 
 def keras_applications_model(name: str, weights: Optional[str] = "imagenet") -> keras.Model:
-    """keras.applications ResNet50 / ResNet101 / DenseNet169 without top (weights downloaded and cached)."""
+    """keras.applications ResNet50 / ResNet101 / ResNet50V2 / DenseNet169 without top (weights downloaded and cached)."""
     cls = getattr(keras.applications, KERAS_APPLICATIONS[name])
     try:
         return cls(include_top=False, weights=weights, input_shape=(64, 64, 3))
