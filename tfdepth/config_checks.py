@@ -288,7 +288,7 @@ def _check_phase_length(key: str, phase) -> None:
     """Exactly one of ``epochs`` / ``steps``, each an integer >= 0 (0 skips the phase)."""
     if phase.epochs is not None and phase.steps is not None:
         raise ConfigError(f"{key}: give epochs or steps, not both (got epochs: {phase.epochs}, steps: {phase.steps}); "
-                          f"e.g. --set {key.replace('[', '.').rstrip(']').replace('].', '.')}.epochs=null to keep steps")
+                          f"e.g. --set {key.replace('[', '.').rstrip(']')}.epochs=null to keep steps")
     if phase.steps is not None:
         _int_at_least(f"{key}.steps", phase.steps, 0)  # 0: the phase is skipped
     else:
@@ -349,7 +349,8 @@ def check_train(train) -> None:
                           "definition); use name: adam with weight_decay_mode: coupled (PyTorch Adam weight_decay=) "
                           "or keep adamw with weight_decay_mode: decoupled")
     if not isinstance(opt.lr_multipliers, dict):
-        _fail("train.optimizer.lr_multipliers", opt.lr_multipliers, f"a mapping of {' / '.join(MODEL_PARTS)} to factors")
+        _fail("train.optimizer.lr_multipliers", opt.lr_multipliers,
+              f"a mapping of {' / '.join(MODEL_PARTS)} to factors")
     for part, factor in opt.lr_multipliers.items():
         _one_of("train.optimizer.lr_multipliers (key)", part, MODEL_PARTS)
         _finite(f"train.optimizer.lr_multipliers.{part}", factor, 0.0)

@@ -86,9 +86,11 @@ class StopAt(Hook):
 def test_steps_phase_runs_exactly_n_steps_and_resumes_exactly(data_dir, tmp_path):
     """7 steps in units of 3 (steps_per_epoch): 3 + 3 + 1; the poly schedule over the 7 steps ends at 0
     exactly at step 7. Interrupted after global step 4 (mid-way through the second unit) and resumed:
-    the same final state, bit for bit."""
+    the same final state. (Not with train.deterministic: op determinism is process-wide and cannot be
+    turned off again, and XLA tests later in the session fail under it; the bit-exact kill -9 resume
+    runs in subprocesses in test_train.py. A resume on other batches would differ by ~lr, 1e-3.)"""
     sets = ["train.phases.0.epochs=null", "train.phases.0.steps=7", "train.steps_per_epoch=3",
-            "train.checkpoint_every_steps=1", "train.deterministic=true", "data.deterministic=true"]
+            "train.checkpoint_every_steps=1", "data.deterministic=true"]
     straight = str(tmp_path / "straight")
     trainer = Trainer(_cfg(data_dir, *sets), straight)
     trainer.run()
@@ -108,7 +110,7 @@ def test_steps_phase_runs_exactly_n_steps_and_resumes_exactly(data_dir, tmp_path
     a, b = _state(straight), _state(resumed)
     assert a.keys() == b.keys() and len(a) > 100
     for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
 def test_fewer_chunks_than_the_recipe_is_refused_before_training(data_dir, tmp_path, capsys):

@@ -143,7 +143,8 @@ def match(model: keras.Model, source: Dict[str, np.ndarray]) -> Tuple[List[Tuple
             continue
         value = source[key]
         if tuple(value.shape) != shape:
-            skipped.append({"path": key, "reason": f"shape {list(value.shape)} in the source, {list(shape)} in the model"})
+            skipped.append({"path": key,
+                            "reason": f"shape {list(value.shape)} in the source, {list(shape)} in the model"})
             continue
         assignments.append((variable, value))
         loaded.append({"path": key, "shape": list(shape)})
