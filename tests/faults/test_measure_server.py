@@ -196,10 +196,10 @@ class HeldPredictor:
         self.release = threading.Event()
         self.entered = threading.Semaphore(0)
 
-    def predict(self, rgb):
+    def predict(self, rgb, *args, **kwargs):
         self.entered.release()
         assert self.release.wait(60), "the test never released the prediction"
-        return self._predictor.predict(rgb)
+        return self._predictor.predict(rgb, *args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._predictor, name)

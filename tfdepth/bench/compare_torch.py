@@ -4,9 +4,9 @@ twin of the same network on the same CPU, timed back to back in interleaved roun
 The twin (:mod:`tfdepth.bench.torch_twin`) is translated from the Keras model's layer graph with the
 Keras weights copied in, so both compute the same function with the same FLOPs
 (:func:`tfdepth.models.flops.forward_flops` of the Keras model counts both). Both steps run the same
-loss formula (the edge-aware loss of the U-Net recipe) and Adam with the config's learning rate (with
-decoupled weight decay as ``torch.optim.AdamW`` where the config has one) on the same batch held in
-memory. ``ratio`` = tfdepth images/s / PyTorch images/s (> 1: tfdepth is faster).
+loss formula (the edge-aware loss of the U-Net recipe) and Adam with the config's learning rate and
+weight decay (coupled: ``torch.optim.Adam(weight_decay=)``, decoupled: ``torch.optim.AdamW``) on the same
+batch held in memory. ``ratio`` = tfdepth images/s / PyTorch images/s (> 1: tfdepth is faster).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class TorchVariant(RepeatedCalls):
         twin, self.build_s = timed(lambda: torch_twin.build_twin(keras_model))
         opt = cfg.train.optimizer
         self.step = torch_twin.TwinTrainStep(twin, lr=float(cfg.train.phases[0].schedule.lr),
-                                             weight_decay=float(opt.weight_decay), epsilon=float(opt.epsilon))
+                                             weight_decay=float(opt.weight_decay), epsilon=float(opt.epsilon),
+                                             weight_decay_mode=opt.weight_decay_mode)
         self.image = torch_twin.to_nchw(image)
         self.depth = torch_twin.to_nchw(depth)
         loss, self.first_step_s = timed(self.call)

@@ -7,8 +7,9 @@ and one training step against each other), so their FLOPs are the same by constr
 speed comparison measures the frameworks, not two different networks.
 
 The training step of the twin is PyTorch's idiom: ``model.train()``, forward, the same masked
-loss formula, ``loss.backward()``, ``torch.optim.AdamW`` (its default ``foreach`` implementation;
-decoupled weight decay like Keras') step, eager mode, float32, ``torch.set_num_threads(os.cpu_count())``.
+loss formula, ``loss.backward()``, ``torch.optim.Adam`` / ``AdamW`` (coupled / decoupled weight decay
+as the config's ``weight_decay_mode``; default ``foreach`` implementation) step, eager, float32,
+``torch.set_num_threads(os.cpu_count())``.
 
 Supported layers: those tfdepth's U-Net / transpose5 / DenseDepth-style CNNs are made of
 (Conv2D, Conv2DTranspose, BatchNormalization, ReLU / LeakyReLU / linear Activation, Add,
@@ -236,13 +237,15 @@ def edge_aware_loss(pred, gt, lam: float = 0.5):
 class TwinTrainStep:
     """One eager PyTorch training step of the twin: forward, loss, backward, Adam update."""
 
-    def __init__(self, twin, lr: float = 1e-4, weight_decay: float = 0.0, epsilon: float = 1e-7, threads: int = 0):
+    def __init__(self, twin, lr: float = 1e-4, weight_decay: float = 0.0, epsilon: float = 1e-7,
+                 weight_decay_mode: str = "decoupled", threads: int = 0):
         torch = _torch()
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.torch = torch
         self.twin = twin.train()
-        # Keras' Adam/AdamW weight_decay is decoupled (w -= lr * wd * w), as torch.optim.AdamW's
-        self.optimizer = torch.optim.AdamW(twin.parameters(), lr=lr, eps=epsilon, weight_decay=weight_decay)
+        # decoupled (w -= lr * wd * w): torch.optim.AdamW; coupled (g += wd * w): torch.optim.Adam(weight_decay=)
+        opt = torch.optim.AdamW if weight_decay_mode == "decoupled" else torch.optim.Adam
+        self.optimizer = opt(twin.parameters(), lr=lr, eps=epsilon, weight_decay=weight_decay)
 
     def __call__(self, image_nchw, depth_nchw) -> float:
         self.optimizer.zero_grad(set_to_none=True)
