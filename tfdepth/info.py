@@ -43,8 +43,16 @@ def model_info(cfg) -> dict:
         "encoder_param_convention": PARAM_COUNT_CONVENTION[model_cfg.encoder],
         "input_shape": [None, *[int(s) for s in cfg.data.input_size], 3],
         "output_shapes": {k: [None, *[int(d) for d in v.shape[1:]]] for k, v in model.output.items()},
-        "forward_gflops": round(forward_flops(model) / 1e9, 4),
+        "forward_gflops": _gflops(forward_flops, model),
     }
+
+
+def _gflops(forward_flops, model):
+    """Forward GFLOPs per image, or None where the counter cannot see inside a layer (keras-hub ViT blocks)."""
+    try:
+        return round(forward_flops(model) / 1e9, 4)
+    except ValueError:
+        return None
 
 
 def registry_listing() -> str:

@@ -146,6 +146,11 @@ def test_tiny_model_shapes_range_and_freeze():
                          (98, 126), 20.0)
     encoder = frozen.get_layer("dinov2_tiny_encoder")
     assert encoder.trainable_weights == [] and frozen.trainable_weights
+    # the FLOP counter cannot see inside keras-hub's transformer blocks: it refuses instead of counting 0
+    from tfdepth.models.flops import forward_flops
+
+    with pytest.raises(ValueError, match="computes in sublayers"):
+        forward_flops(model)
 
 
 def test_vit_small_metric_parameter_count_equals_keras_hub_preset():

@@ -87,8 +87,24 @@ def forward_macs(model) -> int:
             continue
         in_shape = _shape(node.input_tensors[0], f"input of layer {op.name!r}")
         out_shape = _shape(node.output_tensors[0], f"output of layer {op.name!r}")
-        total += layer_macs(op, in_shape, out_shape)
+        macs = layer_macs(op, in_shape, out_shape)
+        if macs == 0:
+            _refuse_hidden_compute(op)
+        total += macs
     return int(total)
+
+
+_COMPUTING = (BaseConv, keras.layers.Dense, keras.layers.EinsumDense, keras.layers.MultiHeadAttention)
+
+
+def _refuse_hidden_compute(layer) -> None:
+    """A layer the counter does not count but whose sublayers compute (a keras-hub transformer block):
+    counting it as 0 would understate the model, so the count is refused (callers report "n/a")."""
+    inner = [sub for sub in layer._flatten_layers(include_self=False) if isinstance(sub, _COMPUTING)]
+    if inner:
+        raise ValueError(f"forward_flops: layer {layer.name!r} ({type(layer).__name__}) computes in sublayers "
+                         f"({type(inner[0]).__name__} {inner[0].name!r}, ...) whose call shapes the layer graph "
+                         "does not show; FLOPs of this model are not counted")
 
 
 def forward_flops(model) -> int:
