@@ -166,6 +166,7 @@ BAD_VALUES = [
     ("model.canonical_focal_px=-5", "model.canonical_focal_px: expected a finite number > 0, got -5.0"),
     ("data.synthetic.hfov_deg=[100, 45]", "data.synthetic.hfov_deg: expected [min, max] degrees with 0 < min <= max"),
     ("data.synthetic.hfov_deg=[45, 190]", "data.synthetic.hfov_deg: expected [min, max] degrees"),
+    ("data.synthetic.haze=maybe", "data.synthetic.haze: expected true/false, got 'maybe'"),
 ]
 
 
