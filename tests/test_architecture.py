@@ -15,7 +15,7 @@ LAYERS = [
     {"models", "losses"},
     {"evaluation"},
     {"training"},
-    {"serving", "bench"},
+    {"serving", "bench", "zoo"},
     {"measure"},
     {"commands"},
 ]

@@ -20,6 +20,7 @@ COMMANDS = {
     "info": ("tfdepth.info", "parameters, shapes and FLOPs of a config's model; --list the registries"),
     "bench": ("tfdepth.bench.__main__", "training, input and inference speed"),
     "measure": ("tfdepth.measure.__main__", "the measuring web page"),
+    "zoo": ("tfdepth.zoo.__main__", "every recipe trained and scored side by side, beside its paper (docs/zoo.md)"),
 }
 
 

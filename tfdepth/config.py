@@ -133,6 +133,10 @@ class ModelConfig:
     # predictions are multiplied by f / f_c (f: each picture's focal length at the input; docs/camera.md)
     camera: str = "none"
     canonical_focal_px: Optional[float] = None  # f_c in pixels of the model input; required by "canonical"
+    # the trained focal range [f_min, f_max] (pixels of the model input) of a canonical model: a picture whose
+    # focal length f lies outside it is resized by clip(f) / f before the network (docs/camera.md); null: none.
+    # Ignored with camera: none (like canonical_focal_px)
+    focal_range_px: Optional[List[float]] = None
     # fine-tune from a trained model (tfdepth.training.init_from): a workdir / checkpoint, a .keras file,
     # a SavedModel; every weight matching by path and shape is loaded, then training starts at step 0
     init_from: Optional[str] = None

@@ -167,6 +167,13 @@ def check_model(model) -> None:
               "(model.camera: canonical needs it)")
     if model.canonical_focal_px is not None:
         _finite("model.canonical_focal_px", model.canonical_focal_px, 0.0, low_open=True)
+    if model.focal_range_px is not None:
+        rng = model.focal_range_px
+        if (not isinstance(rng, (list, tuple)) or len(rng) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                           for v in rng) or rng[0] >= rng[1]):
+            _fail("model.focal_range_px", rng, "[f_min, f_max] pixels of the model input with 0 < f_min < f_max "
+                  "(the trained focal range of a canonical model, docs/camera.md), or null")
     _check_init_from(model)
 
 

@@ -149,6 +149,20 @@ def canonical_depth_scale(focal_px, canonical_focal_px: float):
     return focal_px / float(canonical_focal_px)
 
 
+def focal_resize_scale(focal_px: float, focal_range_px: Optional[Sequence[float]]) -> float:
+    """``clip(f, f_min, f_max) / f``: how much a picture whose focal length is ``focal_px`` (pixels of the
+    model input) is resized so that a canonical-camera model sees a lens of its trained focal range
+    ``[f_min, f_max]`` (``model.focal_range_px``, docs/camera.md); 1.0 inside the range or without one.
+    Resizing by s makes the focal length f s and leaves metric depth unchanged."""
+    if focal_range_px is None:
+        return 1.0
+    f_min, f_max = float(focal_range_px[0]), float(focal_range_px[1])
+    focal = float(focal_px)
+    if not (math.isfinite(focal) and focal > 0):
+        raise ValueError(f"focal length must be a positive number of pixels, got {focal_px}")
+    return min(max(focal, f_min), f_max) / focal
+
+
 def backproject(depth_m: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     """Camera-frame points of every pixel: float32 [H, W, 3] (x, y, z metres) from depth [H, W] metres."""
     depth = np.asarray(depth_m, dtype=np.float64)
@@ -162,23 +176,39 @@ def backproject(depth_m: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     return np.stack([x, y, depth], axis=-1).astype(np.float32)
 
 
-def point_cloud(depth_m: np.ndarray, intrinsics: Intrinsics, rgb: Optional[np.ndarray] = None
+def point_cloud(depth_m: np.ndarray, intrinsics: Intrinsics, rgb: Optional[np.ndarray] = None, stride: int = 1
                 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Points of the valid pixels (depth finite and > 0) in row-major pixel order.
 
     Returns (points float32 [N, 3] metres, colours uint8 [N, 3] or None). ``rgb`` must be uint8
-    [H, W, 3] of the same size as the depth map.
+    [H, W, 3] of the same size as the depth map. ``stride`` N keeps every N-th pixel of every N-th row
+    (rows and columns 0, N, 2N, ...), each back-projected at its own pixel coordinates with the
+    picture's intrinsics (a large picture's point cloud at a bounded size); only those pixels are
+    computed, so memory is proportional to the points, not to the picture.
     """
-    points = backproject(depth_m, intrinsics)
-    z = points[..., 2]
-    valid = np.isfinite(z) & (z > 0)
-    colors = None
+    stride = int(stride)
+    if stride < 1:
+        raise ValueError(f"point cloud stride must be >= 1, got {stride}")
+    depth = np.asarray(depth_m)
+    if depth.ndim == 3 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 2:
+        raise ValueError(f"depth map must be HxW, got shape {np.shape(depth_m)}")
     if rgb is not None:
         rgb = np.asarray(rgb)
-        if rgb.shape[:2] != z.shape or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"colour image must be {z.shape[0]}x{z.shape[1]}x3 like the depth map, got {rgb.shape}")
-        colors = rgb[valid].astype(np.uint8)
-    return points[valid], colors
+        if rgb.shape[:2] != depth.shape or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"colour image must be {depth.shape[0]}x{depth.shape[1]}x3 like the depth map, "
+                             f"got {rgb.shape}")
+    z32 = depth[::stride, ::stride].astype(np.float32)  # validity as the float32 points see it
+    valid = np.isfinite(z32) & (z32 > 0)
+    rows, cols = np.nonzero(valid)
+    z = depth[::stride, ::stride][valid].astype(np.float64)
+    # the same arithmetic as backproject (float64, then float32), on the kept pixels only
+    x = (cols.astype(np.float64) * stride - intrinsics.cx) * z / intrinsics.fx
+    y = (rows.astype(np.float64) * stride - intrinsics.cy) * z / intrinsics.fy
+    points = np.stack([x, y, z], axis=-1).astype(np.float32)
+    colors = None if rgb is None else rgb[::stride, ::stride][valid].astype(np.uint8)
+    return points, colors
 
 
 def write_ply(path: str, points: np.ndarray, colors: Optional[np.ndarray] = None, binary: bool = True) -> None:
@@ -271,6 +301,6 @@ def read_ply(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
 __all__ = [
     "DEFAULT_FOV_DEG", "Intrinsics", "backproject", "canonical_depth_scale", "center_crop_window",
-    "focal_px_from_35mm", "intrinsics_for_model_input",
+    "focal_px_from_35mm", "focal_resize_scale", "intrinsics_for_model_input",
     "point_cloud", "read_ply", "write_ply",
 ]

@@ -12,7 +12,13 @@ Greyscale, RGBA and 16-bit pictures are accepted. Per picture ``<stem>``:
 - ``<stem>_depth_mm.png``    16-bit PNG, millimetres (metres = value / 1000; saturates at 65.535 m)
 - ``<stem>_depth_color.png`` colour-mapped depth (near red, far blue) with a colour bar in metres
 - ``<stem>_depth_m.npy``     float32 [H, W] metres
-- ``<stem>_points.ply``      coloured point cloud (camera frame: x right, y down, z forward, metres)
+- ``<stem>_points.ply``      coloured point cloud (camera frame: x right, y down, z forward, metres) of
+  every ``--ply-stride`` N-th pixel of every N-th row (default ``auto``: every pixel up to 2 megapixels,
+  else the smallest N giving at most 2 M points, e.g. 6 for an 8000x8000 photo: 27 MB)
+
+A picture larger than 3x the model input's scale is predicted at a working resolution (reduced to 3x
+the input's scale, the depth upsampled to the picture's size), so very large photos need bounded
+memory; ``predictions.json`` records the ``working_size`` and the ``ply_stride`` used.
 
 The camera of each picture (for point clouds, and for the depth itself of a model trained with a
 canonical camera, docs/camera.md): ``--intrinsics fx,fy,cx,cy`` (pixels of the pictures as read,
@@ -37,7 +43,7 @@ from typing import Optional, Tuple
 from tfdepth import cli
 from tfdepth.geometry import Intrinsics
 from tfdepth.serving.batch import IntrinsicsChooser, collect_jobs, run
-from tfdepth.serving.outputs import parse_save, write_predictions
+from tfdepth.serving.outputs import parse_ply_stride, parse_save, write_predictions
 from tfdepth.serving.predictor import DepthPredictor
 
 
@@ -70,6 +76,8 @@ def main(argv=None) -> int:
     parser.add_argument("--recursive", action="store_true", help="also read subfolders of folder inputs")
     parser.add_argument("--color-range", help="MIN,MAX metres of the colour map (default: per picture 1-99th percentile)")
     parser.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY (default binary little-endian)")
+    parser.add_argument("--ply-stride", default="auto", help="point cloud of every N-th pixel of every N-th row "
+                        "(default auto: 1 up to 2 megapixels, else at most 2 M points)")
     parser.add_argument("--video-every", type=int, default=1, help="predict every N-th video frame (default 1)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop a video after this many predicted frames")
     parser.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads")
@@ -77,6 +85,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     save = parse_save(args.save)
+    ply_stride = parse_ply_stride(args.ply_stride)
     color_range = parse_range(args.color_range)
     if args.video_every < 1:
         raise ValueError(f"--video-every must be >= 1, got {args.video_every}")
@@ -98,7 +107,7 @@ def main(argv=None) -> int:
     if skipped:
         print(f"skipping {len(skipped)} file(s) that are neither images nor videos (e.g. {skipped[0]})")
     summary = run(predictor, jobs, args.output, save, chooser, color_range, not args.ply_ascii, args.video_every,
-                  args.max_frames, progress=not args.quiet)
+                  args.max_frames, progress=not args.quiet, ply_stride=ply_stride)
     summary.failures = missing + summary.failures
     summary.records = [{"input": p, "error": m} for p, m in missing] + summary.records
     write_predictions(args.output, args.model, summary.records, chooser.source)

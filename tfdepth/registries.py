@@ -101,8 +101,8 @@ SCHEDULES.add("exponential", f"{_S}:exponential", "lr * decay_rate^(step / decay
 # --------------------------------------------------------------------------------------------------
 OPTIMIZERS = Registry("optimizer", "optimisers: (OptimizerConfig, common keras kwargs) -> keras optimiser")
 _O = "tfdepth.training.optimizers"
-OPTIMIZERS.add("adam", f"{_O}:adam", "Adam (weight decay per train.optimizer.weight_decay_mode)")
-OPTIMIZERS.add("adamw", f"{_O}:adamw", "AdamW, decoupled weight decay")
+OPTIMIZERS.add("adam", f"{_O}:adam", "Adam (weight decay per train.optimizer.weight_decay_mode), fused update")
+OPTIMIZERS.add("adamw", f"{_O}:adamw", "AdamW, decoupled weight decay, fused update")
 OPTIMIZERS.add("sgd", f"{_O}:sgd", "SGD with momentum (weight decay per train.optimizer.weight_decay_mode)")
 
 # --------------------------------------------------------------------------------------------------

@@ -175,6 +175,42 @@ def test_folder_roundtrip_chunks_shuffle_and_stats(tmp_path):
     assert stats["valid_fraction"] == pytest.approx(valid.size / (12 * H * W))
 
 
+def test_folder_intrinsics_file_per_picture_and_its_errors(tmp_path, capsys):
+    import re
+
+    from tfdepth.data.converters.folder import read_intrinsics_file
+
+    truth = make_folder(tmp_path / "src", n=3)
+    table = tmp_path / "cams.csv"
+    # by the recorded name (rgb/0000.jpg) or by the file name; a header, a comment, a blank line
+    table.write_text("name,fx,fy,cx,cy\n# phone\nrgb/0000.jpg,50,51,32,24\n\n0001.jpg, 60, 61, 30, 22\n"
+                     "rgb/0002.jpg,70,70,31.5,23.5  # tele\n")
+    out = tmp_path / "out"
+    convert(FolderSource(str(tmp_path / "src"), "mm16", intrinsics_file=str(table)), str(out), **QUIET)
+    _, recs = read_back(out, "train")
+    want = {0: [50, 51, 32, 24], 1: [60, 61, 30, 22], 2: [70, 70, 31.5, 23.5]}
+    assert len(recs) == 3
+    for r in recs:
+        np.testing.assert_allclose(r["intrinsics"], want[list(truth).index(r["image_bytes"])])
+
+    for text, message in (("rgb/0000.jpg,50,51,32\n", "line 1: expected name,fx,fy,cx,cy"),
+                          ("a.jpg,50,51,32,24\nb.jpg,5x,51,32,24\n", "line 2: fx,fy,cx,cy must be numbers"),
+                          ("a.jpg,0,51,32,24\n", "line 1: expected finite fx, fy > 0"),
+                          ("a.jpg,50,51,32,24\n\na.jpg,50,51,32,24\n", "line 3: 'a.jpg' is given twice \\(first on line 1\\)")):
+        table.write_text(text)
+        with pytest.raises(ConversionError, match=re.escape(str(table)) + " " + message):
+            read_intrinsics_file(str(table))
+    table.write_text("rgb/0000.jpg,50,51,32,24\n0001.jpg,60,61,30,22\n")
+    with pytest.raises(ConversionError, match=r"cams.csv: no line for rgb/0002.jpg"):
+        FolderSource(str(tmp_path / "src"), "mm16", intrinsics_file=str(table))
+    with pytest.raises(ConversionError, match="not both"):
+        FolderSource(str(tmp_path / "src"), "mm16", intrinsics=(1, 1, 1, 1), intrinsics_file=str(table))
+    # the command: the same error, one line
+    assert convert_cli.main(["folder", "--input", str(tmp_path / "src"), "--output", str(tmp_path / "o2"),
+                             "--depth-encoding", "mm16", "--intrinsics-file", str(table)]) == 1
+    assert "no line for rgb/0002.jpg" in capsys.readouterr().err
+
+
 def test_folder_through_training_pipeline(tmp_path):
     from tfdepth.config import DataConfig
     from tfdepth.data.pipeline import build_dataset

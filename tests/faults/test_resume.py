@@ -73,8 +73,13 @@ def _snapshot(workdir):
 
 
 def _train(data_dir, workdir, capsys):
+    return _train_args(_args(data_dir, workdir), capsys)
+
+
+def _train_args(args, capsys):
+    """The train command in this process (``cli.run_main``, what ``python -m tfdepth.train`` runs): rc, stderr."""
     capsys.readouterr()
-    rc = cli.run_main(train_cli.main, _args(data_dir, workdir))
+    rc = cli.run_main(train_cli.main, args)
     return rc, capsys.readouterr().err
 
 
@@ -265,13 +270,15 @@ def test_unreadable_history_is_named_and_kept(data_dir, workdir, capsys):
         Trainer(_cfg(data_dir), str(workdir))
 
 
-def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(data_dir, tmp_path):
+def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(data_dir, tmp_path, capsys):
     """A real ``python -m tfdepth.train`` saving every step, killed with SIGKILL after its 2nd checkpoint;
     the newest checkpoint's data file is then truncated (the torn write a kill mid-save leaves). The
-    same command again names the torn one, resumes from the one before and finishes (exit 0)."""
+    same command again (run in this process: the train command's ``main`` through ``cli.run_main``, as
+    ``python -m tfdepth.train`` runs it, without a second TensorFlow start-up) names the torn one, resumes
+    from the one before and finishes (exit 0)."""
     workdir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "tfdepth.train"] + _args(data_dir, workdir) + [
-        "--set", "train.checkpoint_every_steps=1", "--set", "train.phases.0.epochs=4"]
+    args = _args(data_dir, workdir) + ["--set", "train.checkpoint_every_steps=1", "--set", "train.phases.0.epochs=4"]
+    cmd = [sys.executable, "-m", "tfdepth.train"] + args
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -286,11 +293,11 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(data_di
     (newest_n, newest), (previous_n, previous) = found[-1], found[-2]
     open(newest + ".data-00000-of-00001", "r+b").truncate(10)
 
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"skipping checkpoint {newest}: unreadable" in resumed.stderr
-    assert f"resumed from {previous}: global step {previous_n}" in resumed.stderr
-    assert f"(skipped ckpt-{newest_n}: " in resumed.stderr
+    rc, err = _train_args(args, capsys)
+    assert rc == 0, err[-2000:]
+    assert f"skipping checkpoint {newest}: unreadable" in err
+    assert f"resumed from {previous}: global step {previous_n}" in err
+    assert f"(skipped ckpt-{newest_n}: " in err
     history = History(str(workdir / "history.json")).data
     assert [r["step"] for r in history["steps"]] == list(range(1, 9))
     assert (workdir / "metrics.json").is_file()

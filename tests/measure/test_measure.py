@@ -171,7 +171,8 @@ def test_predict_api_equals_predict_command(server, references):
     assert result["model_intrinsics"] == pytest.approx(record["intrinsics"], abs=1e-9)
     # ... and the page's depth used the same camera, chosen by the same logic, and says which
     assert result["camera"] == {"intrinsics": pytest.approx(record["intrinsics"], abs=1e-9),
-                                "source": record["intrinsics_source"]}
+                                "source": record["intrinsics_source"],
+                                "focal_resize": record.get("focal_resize")}  # None: no trained focal range
     # The display image is the decoded picture, pixel for pixel; the colour map has the picture's size.
     status, headers, png = call(server, result["image_url"])
     assert status == 200 and headers["Content-Type"] == "image/png"

@@ -41,9 +41,17 @@ def final_state(workdir):
             if not k.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))}
 
 
-def test_curriculum_sequence_metrics_and_finished_rerun(chunked_data, tmp_path, capsys):
-    workdir = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def curriculum_run(chunked_data, tmp_path_factory):
+    """One finished curriculum run (each chunk, then all): read by the sequence test, refused a different
+    config by the resume test (a refused Trainer writes nothing)."""
+    workdir = str(tmp_path_factory.mktemp("curriculum") / "run")
     metrics = Trainer(curriculum_cfg(chunked_data, "train.image_summary_every_steps=4"), workdir).run()
+    return workdir, metrics
+
+
+def test_curriculum_sequence_metrics_and_finished_rerun(chunked_data, curriculum_run, capsys):
+    workdir, metrics = curriculum_run
 
     history = json.load(open(os.path.join(workdir, "history.json")))
     sequence = [(e["phase"], e["chunk"]) for e in history["epochs"]]
@@ -79,11 +87,10 @@ def test_curriculum_sequence_metrics_and_finished_rerun(chunked_data, tmp_path, 
     assert int(again.train_step.global_step.numpy()) == 16
 
 
-def test_resume_with_different_config_is_refused(chunked_data, tmp_path):
-    workdir = str(tmp_path / "run")
-    Trainer(curriculum_cfg(chunked_data, "train.phases.1.epochs=0"), workdir).run()
+def test_resume_with_different_config_is_refused(chunked_data, curriculum_run):
+    workdir, _ = curriculum_run
     with pytest.raises(TrainingError, match="keys differ: train.batch_size"):
-        Trainer(curriculum_cfg(chunked_data, "train.phases.1.epochs=0", "train.batch_size=4"), workdir)
+        Trainer(curriculum_cfg(chunked_data, "train.image_summary_every_steps=4", "train.batch_size=4"), workdir)
 
 
 def test_nonfinite_steps_are_skipped_then_stop(chunked_data, tmp_path):
@@ -116,31 +123,43 @@ def test_kill9_then_resume_matches_uninterrupted_run(chunked_data, tmp_path):
     config = str(REPO_ROOT / "configs/synthetic_curriculum.yaml")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     straight = str(tmp_path / "straight")
-    subprocess.run(_train_cmd(config, straight, chunked_data), check=True, env=env, capture_output=True)
+    # The uninterrupted run goes on beside the killed one (two processes, two cores): the runs are
+    # deterministic (--deterministic, op determinism in each process), so sharing the CPU changes no bit.
+    straight_log = open(tmp_path / "straight.stderr", "w+")  # a file, not a pipe nobody reads meanwhile
+    straight_proc = subprocess.Popen(_train_cmd(config, straight, chunked_data), env=env,
+                                     stdout=subprocess.DEVNULL, stderr=straight_log)
 
-    killed = str(tmp_path / "killed")
-    # 3 chunks x 1 epoch x 2 steps (4 samples per chunk, batch 2), then 3 steps over all chunks: 9 steps.
-    # Killed mid-epoch in the last chunk: the resumed run restores that epoch's iterator, then writes
-    # mid-epoch checkpoints of the next epoch's new iterator (where a stale restored iterator state
-    # once leaked into the new iterator and ended its epoch early).
-    kill_at = 5
-    proc = subprocess.Popen(_train_cmd(config, killed, chunked_data), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        latest = tf.train.latest_checkpoint(os.path.join(killed, "checkpoints"))
-        if latest and int(latest.rsplit("-", 1)[1]) >= kill_at:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"run ended before step {kill_at}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    interrupted_at = int(tf.train.latest_checkpoint(os.path.join(killed, "checkpoints")).rsplit("-", 1)[1])
-    assert interrupted_at < 9
+    try:
+        killed = str(tmp_path / "killed")
+        # 3 chunks x 1 epoch x 2 steps (4 samples per chunk, batch 2), then 3 steps over all chunks: 9 steps.
+        # Killed mid-epoch in the last chunk: the resumed run restores that epoch's iterator, then writes
+        # mid-epoch checkpoints of the next epoch's new iterator (where a stale restored iterator state
+        # once leaked into the new iterator and ended its epoch early).
+        kill_at = 5
+        proc = subprocess.Popen(_train_cmd(config, killed, chunked_data), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            latest = tf.train.latest_checkpoint(os.path.join(killed, "checkpoints"))
+            if latest and int(latest.rsplit("-", 1)[1]) >= kill_at:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"run ended before step {kill_at}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        interrupted_at = int(tf.train.latest_checkpoint(os.path.join(killed, "checkpoints")).rsplit("-", 1)[1])
+        assert interrupted_at < 9
 
-    resumed = subprocess.run(_train_cmd(config, killed, chunked_data), env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from" in resumed.stderr
+        resumed = subprocess.run(_train_cmd(config, killed, chunked_data), env=env, capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert "resumed from" in resumed.stderr
+    except BaseException:  # a failed check above must not leave the uninterrupted run behind
+        straight_proc.kill()
+        raise
+    straight_proc.wait(timeout=600)
+    straight_log.seek(0)
+    assert straight_proc.returncode == 0, straight_log.read()[-2000:]
+    straight_log.close()
 
     a, b = final_state(straight), final_state(killed)
     assert a.keys() == b.keys() and sum(k.startswith("optimizer/_trainable_variables/") for k in a) > 50

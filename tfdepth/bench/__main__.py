@@ -95,7 +95,7 @@ def main(argv=None) -> int:
                         help=f"batches per input-pipeline run (default {DEFAULT_INPUT_BATCHES}, or one epoch when "
                              "shorter; 0 = one epoch)")
     parser.add_argument("--scaling-sizes", default=",".join(map(str, DEFAULT_SCALING_SIZES)),
-                        help="square image sizes (default 128,256,320,480)")
+                        help=f"square image sizes (default {','.join(map(str, DEFAULT_SCALING_SIZES))})")
     parser.add_argument("--scaling-batches", default=",".join(map(str, DEFAULT_SCALING_BATCHES)),
                         help="batch sizes (default 1,2,4,8,16)")
     parser.add_argument("--scaling-grid", default="cross", choices=("cross", "full"),

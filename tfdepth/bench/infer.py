@@ -90,10 +90,35 @@ def bench_infer(cfg, repeats: int, min_run_s: float, budget: Budget, tflite_vari
                                       first1, log))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"input_size": [height, width], "batch": batch, "tflite_threads": tflite_threads,
-            "model": f"{cfg.model.encoder}_{cfg.model.decoder}", "forward_gflops_per_image": forward_gflops(model),
-            "latency_ms": keras_result["latency_ms"]["median"], "images_per_s": keras_result["images_per_s"]["median"],
-            "variants": variants}
+    result = {"input_size": [height, width], "batch": batch, "tflite_threads": tflite_threads,
+              "model": f"{cfg.model.encoder}_{cfg.model.decoder}", "forward_gflops_per_image": forward_gflops(model),
+              "latency_ms": keras_result["latency_ms"]["median"],
+              "images_per_s": keras_result["images_per_s"]["median"], "variants": variants}
+    quantized = quantized_vs_fp32(variants)
+    if quantized:
+        result["tflite_latency_vs_fp32"] = quantized
+        for name, q in quantized.items():
+            log(f"infer: {name} latency {q['ratio']:.3g}x TFLite fp32 "
+                f"({'within' if q['within_limit'] else 'NOT within'} {q['limit']:g}x)")
+    return result
+
+
+INT8_LATENCY_LIMIT = 0.4  # quantised TFLite latency over fp32's that the issue-19 goal asks for
+
+
+def quantized_vs_fp32(variants: Dict[str, dict], limit: float = INT8_LATENCY_LIMIT) -> Dict[str, dict]:
+    """{tflite variant: {"ratio": its batch-1 latency / TFLite fp32's (medians), "limit", "within_limit"}}
+    for the dynamic-range and int8 variants measured beside fp32 (empty when fp32 was not)."""
+    fp32 = variants.get(TFLITE_NAMES["none"], {}).get("latency_ms")
+    out: Dict[str, dict] = {}
+    if not fp32:
+        return out
+    for q in ("dynamic", "int8"):
+        latency = variants.get(TFLITE_NAMES[q], {}).get("latency_ms")
+        if latency:
+            ratio = latency["median"] / fp32["median"]
+            out[TFLITE_NAMES[q]] = {"ratio": round(ratio, 4), "limit": limit, "within_limit": bool(ratio <= limit)}
+    return out
 
 
 def _bench_saved_model(model, size, scratch, x1, x8, ref1, repeats, min_run_s, budget, batch) -> dict:

@@ -1,5 +1,11 @@
 """The ``scaling`` section: training-step and inference cost over image sizes and batch sizes, as rows of
-a table (``<output>_scaling.md``) and a log-log plot (``<output>_scaling.png``)."""
+a table (``<output>_scaling.md``) and a log-log plot (``<output>_scaling.png``).
+
+``pixel_scaling`` (:func:`pixel_scaling`) answers "does the cost grow with the pixels, not worse?": for
+every size measured at the smallest batch, the time ratio to the smallest size (train step and
+inference) over the pixel ratio, and whether it is within :data:`PIXEL_RATIO_LIMIT` (1.1x) of it.
+A ratio below 1 means the cost grows slower than the pixels (a fixed part per call, e.g. the
+optimiser's update of every weight, which does not depend on the image size)."""
 
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ from tfdepth.bench.timing import Budget, inverted, short_error, timed, timed_run
 from tfdepth.bench.train import TRAIN_FLOPS_FACTOR, bench_config, build_train_step, forward_gflops, release, \
     run_train_step
 
-DEFAULT_SCALING_SIZES = (128, 256, 320, 480)
+DEFAULT_SCALING_SIZES = (128, 256, 320, 512)  # 128^2 -> 512^2: 16x the pixels
+PIXEL_RATIO_LIMIT = 1.1  # time ratio / pixel ratio allowed ("cost grows with pixels, not worse")
 DEFAULT_SCALING_BATCHES = (1, 2, 4, 8, 16)
 
 
@@ -124,11 +131,19 @@ def bench_scaling(cfg, repeats: int, min_run_s: float, budget: Budget, sizes, ba
                 release()
             keras.backend.clear_session()
     table = scaling_table(rows)
+    per_pixel = pixel_scaling(rows)
+    if len(per_pixel["sizes"]) >= 2:
+        table += "\n\n" + pixel_scaling_table(per_pixel)
+        for r in per_pixel["sizes"][1:]:
+            log(f"scaling: {r['size'][0]}x{r['size'][1]} = {r['pixel_ratio']:.3g}x the pixels: train "
+                f"{r['train_time_ratio']:.3g}x the time ({r['train_ratio_over_pixels']:.2f} of the pixel ratio), "
+                f"infer {r['infer_time_ratio']:.3g}x ({r['infer_ratio_over_pixels']:.2f})"
+                + ("" if r["within_limit"] else f"  NOT within {PIXEL_RATIO_LIMIT}x"))
     result = {"grid": grid, "sizes": sorted({s for s, _ in points}), "batches": sorted({b for _, b in points}),
               "mode": "graph, float32 (train: the TrainStep; infer: model(images, training=False)); one trace "
                       "per size with the batch axis unknown (train_trace_s / infer_trace_s), so *_first_*_s is the "
                       "first run of a batch size (graph optimisation + kernel set-up)",
-              "rows": rows, "table": table.splitlines()}
+              "rows": rows, "pixel_scaling": per_pixel, "table": table.splitlines()}
     table_path = output_stem + "_scaling.md"
     with open(table_path, "w") as f:
         f.write(table + "\n")
@@ -152,6 +167,50 @@ def scaling_table(rows: Sequence[dict]) -> str:
         lines.append(head + " | ".join([
             _fmt_stat(r["train_step_s"]), f"{r['train_images_per_s']['median']:.3g}",
             _fmt_stat(r["infer_batch_s"]), f"{r['infer_images_per_s']['median']:.3g}"]) + " |")
+    return "\n".join(lines)
+
+
+def pixel_scaling(rows: Sequence[dict], limit: float = PIXEL_RATIO_LIMIT) -> dict:
+    """Time ratio vs pixel ratio over the sizes measured at the smallest batch, relative to the smallest
+    size: per size ``pixel_ratio``, ``train_time_ratio`` / ``infer_time_ratio`` (medians),
+    ``*_ratio_over_pixels`` (time ratio / pixel ratio: 1 = exactly linear in the pixels) and
+    ``within_limit`` (both <= ``limit``); ``within_limit`` at the top: every size is. Sizes that were
+    skipped or failed are left out (``sizes`` is empty when fewer than one size was measured)."""
+    done = [r for r in rows if "train_step_s" in r and "infer_batch_s" in r]
+    result = {"limit": limit, "batch": None, "base_size": None, "sizes": [], "within_limit": None}
+    if not done:
+        return result
+    batch = min(r["batch"] for r in done)
+    at_batch = sorted((r for r in done if r["batch"] == batch), key=lambda r: r["size"][0] * r["size"][1])
+    base = at_batch[0]
+    pixels0 = base["size"][0] * base["size"][1]
+    train0, infer0 = base["train_step_s"]["median"], base["infer_batch_s"]["median"]
+    out = []
+    for r in at_batch:
+        pixel_ratio = r["size"][0] * r["size"][1] / pixels0
+        train_ratio = r["train_step_s"]["median"] / train0
+        infer_ratio = r["infer_batch_s"]["median"] / infer0
+        entry = {"size": list(r["size"]), "pixel_ratio": round(pixel_ratio, 4),
+                 "train_time_ratio": round(train_ratio, 4), "infer_time_ratio": round(infer_ratio, 4),
+                 "train_ratio_over_pixels": round(train_ratio / pixel_ratio, 4),
+                 "infer_ratio_over_pixels": round(infer_ratio / pixel_ratio, 4)}
+        entry["within_limit"] = bool(train_ratio <= limit * pixel_ratio and infer_ratio <= limit * pixel_ratio)
+        out.append(entry)
+    result.update({"batch": batch, "base_size": list(base["size"]), "sizes": out,
+                   "within_limit": all(e["within_limit"] for e in out)})
+    return result
+
+
+def pixel_scaling_table(per_pixel: dict) -> str:
+    """Markdown table of :func:`pixel_scaling`."""
+    b, base, limit = per_pixel["batch"], per_pixel["base_size"], per_pixel["limit"]
+    lines = [f"| size (batch {b}) | pixels vs {base[0]}x{base[1]} | train time ratio | / pixels | "
+             f"infer time ratio | / pixels | within {limit:g}x |",
+             "|---|---|---|---|---|---|---|"]
+    for e in per_pixel["sizes"]:
+        lines.append(f"| {e['size'][0]}x{e['size'][1]} | {e['pixel_ratio']:.3g} | {e['train_time_ratio']:.3g} | "
+                     f"{e['train_ratio_over_pixels']:.2f} | {e['infer_time_ratio']:.3g} | "
+                     f"{e['infer_ratio_over_pixels']:.2f} | {'yes' if e['within_limit'] else 'NO'} |")
     return "\n".join(lines)
 
 

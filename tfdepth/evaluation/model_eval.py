@@ -8,8 +8,11 @@
   command has loaded the weights), with progress on stderr and, for figures, :class:`StoredPhotos`:
   each row shows the stored photo and the record's name, not the network input.
 * :func:`evaluation_inputs` is the one choice of what is predicted and scored (also for training's
-  validation): with ``data.resize_mode: center_crop`` and ``eval.gt_resolution: native`` the WHOLE
-  stored frame is predicted (:class:`FullFramePredictor`) and scored against the native ground truth
+  validation): a canonical-camera model with ``model.focal_range_px`` runs through a
+  :class:`FocalResizer` (a picture of a focal length outside the trained range resized into it, the
+  depth scaled to match; :class:`tfdepth.serving.predictor.DepthPredictor` uses the same class);
+  with ``data.resize_mode: center_crop`` and ``eval.gt_resolution: native`` the WHOLE stored frame
+  is predicted (:class:`FullFramePredictor`) and scored against the native ground truth
   with the protocol's crop defined on the full frame, as the published tables do (Eigen rows 45:471,
   cols 41:601 of 480x640 NYU; Garg rows 153:371, cols 44:1197 of a 375x1242 KITTI frame), not the
   centre crop the model was trained on.
@@ -178,6 +181,156 @@ class FullFramePredictor:
         return depth[:, :keep_h, :keep_w]
 
 
+def _reflect_pad_to(x, height: int, width: int):
+    """``x`` [B, h, w, C] reflect-padded bottom/right to (height, width) (repeated reflections where the
+    padding exceeds the picture)."""
+    import tensorflow as tf
+
+    while int(x.shape[1]) < height or int(x.shape[2]) < width:
+        h, w = int(x.shape[1]), int(x.shape[2])
+        ph, pw = min(height - h, max(h - 1, 0)), min(width - w, max(w - 1, 0))
+        if ph == 0 and pw == 0:  # a 1-pixel side cannot reflect: repeat its edge
+            x = tf.pad(x, [[0, 0], [0, height - h], [0, width - w], [0, 0]], mode="SYMMETRIC")
+            break
+        x = tf.pad(x, [[0, 0], [0, ph], [0, pw], [0, 0]], mode="REFLECT")
+    return x
+
+
+class FocalResizer:
+    """Keeps a canonical-camera model inside its trained focal range ``model.focal_range_px`` (docs/camera.md).
+
+    ``__call__(images [B, H, W, 3] in [0, 1] at the model input size, focal [B] px at that size)`` ->
+    depth [B, H, W, 1] in canonical units OF THE GIVEN PICTURE (multiply by f / f_c for metres, as for
+    the model's own output). A picture whose focal length f lies inside [f_min, f_max] is predicted by
+    ``base_fn`` (the model at its input size: the same numbers as without a range). One outside is
+    resized by s = clip(f) / f (bilinear, antialiased; :func:`tfdepth.geometry.focal_resize_scale`) to
+    h' x w' = H s x W s rounded towards the range (up when enlarging, down when shrinking), so the
+    network sees the focal length f' = f (h'/H + w'/W) / 2 (= clip(f) up to the rounding of the
+    size, never outside the range); the prediction D is resized back to H x W and multiplied
+    by f' / f (metres: D f' / f_c, since metric depth does not change with the resize). How the network
+    runs at the new size:
+
+    * ``frames`` (a :class:`FullFramePredictor`, Keras models): the model rebuilt at the size
+      reflect-padded to its output stride, weights copied by path;
+    * else ``fixed_fn(x [1, in_h, in_w, 3]) -> depth [1, h, w, 1]`` (a SavedModel / TFLite model of fixed
+      input, or a Keras model whose weights depend on the input size): a smaller picture (narrow lens) is
+      reflect-padded bottom/right to the input size and the padding's prediction dropped; a larger one
+      (wide lens) is cut into overlapping input-sized tiles (:func:`tile_starts`), predictions averaged.
+
+    ``records``: one ``{"from_px", "to_px", "scale", "size"}`` per resized picture since the last
+    :meth:`reset`; ``seen``: pictures seen."""
+
+    needs_focal = True  # evaluate_model passes each batch's focal lengths
+
+    def __init__(self, focal_range_px: Sequence[float], input_size: Sequence[int], base_fn: Optional[Callable] = None,
+                 frames: Optional[FullFramePredictor] = None, fixed_fn: Optional[Callable] = None,
+                 overlap: float = 0.5):
+        if frames is None and fixed_fn is None:
+            raise ValueError("FocalResizer: give frames (a rebuildable Keras model) or fixed_fn")
+        self.focal_range_px = (float(focal_range_px[0]), float(focal_range_px[1]))
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.base_fn, self.frames, self.fixed_fn, self.overlap = base_fn, frames, fixed_fn, float(overlap)
+        self.reset()
+
+    def reset(self) -> None:
+        self.records: list = []
+        self.seen = 0
+
+    def plan(self, focal_px: float) -> Optional[dict]:
+        """``{"from_px", "to_px", "scale", "size": [h', w']}`` for a picture of focal ``focal_px`` at the
+        input size, or None when it lies inside the range."""
+        from tfdepth.geometry import focal_resize_scale
+
+        s = focal_resize_scale(focal_px, self.focal_range_px)
+        if s == 1.0:
+            return None
+        height, width = self.input_size
+        # rounded towards the range (up for a wide lens, down for a narrow one; 1e-9 keeps exact sizes)
+        grow = math.ceil if s > 1.0 else math.floor
+        size = (max(1, int(grow(height * s - 1e-9 if s > 1.0 else height * s + 1e-9))),
+                max(1, int(grow(width * s - 1e-9 if s > 1.0 else width * s + 1e-9))))
+        to_px = float(focal_px) * (size[0] / height + size[1] / width) / 2.0
+        return {"from_px": float(focal_px), "to_px": to_px, "scale": to_px / float(focal_px), "size": list(size)}
+
+    def summary(self) -> dict:
+        """The JSON record of what was done since :meth:`reset` (the ``focal_resize`` of a result)."""
+        out = {"range_px": list(self.focal_range_px), "images": self.seen, "resized": len(self.records)}
+        if self.records:
+            for key in ("from_px", "to_px", "scale"):
+                values = [r[key] for r in self.records]
+                out[key] = [min(values), max(values)]
+        return out
+
+    def _fixed(self, x):
+        import tensorflow as tf
+
+        fn = self.fixed_fn
+        if fn is None:  # a Keras model whose weights depend on the input size: the model itself
+            fn = self.frames._model_fn = self.frames._model_fn or self.frames._depth_fn(
+                self.frames.model, [None, *self.input_size, 3])
+        (win_h, win_w), (height, width) = self.input_size, (int(x.shape[1]), int(x.shape[2]))
+        x = _reflect_pad_to(x, max(height, win_h), max(width, win_w))
+        full_h, full_w = int(x.shape[1]), int(x.shape[2])
+        total = np.zeros((int(x.shape[0]), full_h, full_w, 1), np.float64)
+        weight = np.zeros((1, full_h, full_w, 1), np.float64)
+        for top in tile_starts(full_h, win_h, self.overlap):
+            for left in tile_starts(full_w, win_w, self.overlap):
+                depth = tf.convert_to_tensor(fn(x[:, top:top + win_h, left:left + win_w]), tf.float32)
+                if tuple(depth.shape[1:3]) != (win_h, win_w):
+                    depth = tf.image.resize(depth, (win_h, win_w), method="bilinear")
+                total[:, top:top + win_h, left:left + win_w] += depth.numpy()
+                weight[:, top:top + win_h, left:left + win_w] += 1.0
+        return tf.constant((total / weight).astype(np.float32)[:, :height, :width])
+
+    def _network_depth(self, x):
+        """Depth [1, h', w' (or the decoder's fraction), 1] of the resized picture ``x`` [1, h', w', 3]."""
+        if self.frames is None or self.frames.method == "tile":
+            return self._fixed(x)
+        size = (int(x.shape[1]), int(x.shape[2]))
+        stride = self.frames.stride
+        padded = tuple(int(math.ceil(v / stride)) * stride for v in size)
+        run = self.frames._network(padded)
+        if run is None:
+            return self._fixed(x)
+        depth = run(_reflect_pad_to(x, *padded))
+        out_h, out_w = int(depth.shape[1]), int(depth.shape[2])
+        return depth[:, :int(round(size[0] * out_h / padded[0])), :int(round(size[1] * out_w / padded[1]))]
+
+    def predict_one(self, image, plan: dict):
+        """One picture [1, H, W, 3] at the input size, resized by ``plan``: canonical depth [1, H, W, 1]
+        of the given picture (the network's output times ``plan["scale"]``)."""
+        import tensorflow as tf
+
+        x = tf.clip_by_value(tf.image.resize(image, plan["size"], method="bilinear", antialias=True), 0.0, 1.0)
+        depth = tf.cast(self._network_depth(x), tf.float32)
+        depth = tf.image.resize(depth, (int(image.shape[1]), int(image.shape[2])), method="bilinear")
+        return depth * tf.constant(plan["scale"], tf.float32)
+
+    def __call__(self, images, focal):
+        import tensorflow as tf
+
+        images = tf.convert_to_tensor(images, tf.float32)
+        focal = np.asarray(focal, np.float64).reshape(-1)
+        if self.base_fn is None:
+            raise ValueError("FocalResizer: a batch needs base_fn (the model at its input size)")
+        plans = [self.plan(f) for f in focal]
+        self.seen += len(plans)
+        if all(p is None for p in plans):
+            return self.base_fn(images)
+        if self.base_fn is not None and any(p is None for p in plans):
+            base = tf.convert_to_tensor(self.base_fn(images), tf.float32)
+            if tuple(base.shape[1:3]) != tuple(images.shape[1:3]):
+                base = tf.image.resize(base, images.shape[1:3], method="bilinear")
+        rows = []
+        for b, plan in enumerate(plans):
+            if plan is None:
+                rows.append(base[b:b + 1])
+            else:
+                self.records.append(plan)
+                rows.append(self.predict_one(images[b:b + 1], plan))
+        return tf.concat(rows, axis=0)
+
+
 def uses_full_frame(cfg) -> bool:
     """True when evaluation predicts the whole stored frame: a model trained on centre crops
     (``data.resize_mode: center_crop`` with an ``input_size``) scored on native ground truth."""
@@ -226,7 +379,14 @@ def evaluation_inputs(model, cfg, split: str, data_dir: Optional[str] = None, ma
         return tf.cast(outputs["depth"] if isinstance(outputs, dict) else outputs, tf.float32)
 
     frame = "center_crop" if cfg.data.resize_mode == "center_crop" and size else "resized"
-    return dataset, predict, {"frame": frame, "network_sizes": [list(map(int, size))] if size else None}
+    inference = {"frame": frame, "network_sizes": [list(map(int, size))] if size else None}
+    focal_range = getattr(cfg.model, "focal_range_px", None)
+    if canonical is not None and focal_range is not None and size:
+        frames = FullFramePredictor(model, cfg.model, size, cfg.data.max_depth_m)
+        resizer = FocalResizer(focal_range, size, base_fn=predict, frames=frames)
+        inference["focal_resize"] = resizer
+        return dataset, resizer, inference
+    return dataset, predict, inference
 
 
 def inference_record(inference: dict) -> dict:
@@ -234,7 +394,15 @@ def inference_record(inference: dict) -> dict:
     network ran at; with a full frame the padded sizes it was rebuilt at)."""
     predictor = inference.get("predictor")
     if predictor is None:
-        return dict(inference)
+        record = dict(inference)
+        resizer = record.pop("focal_resize", None)
+        if resizer is not None:
+            record["focal_resize"] = resizer.summary()
+            if resizer.frames is not None and resizer.frames.network_sizes:
+                record["network_sizes"] = sorted({tuple(s) for s in record["network_sizes"] or []}
+                                                 | set(resizer.frames.network_sizes))
+                record["network_sizes"] = [list(s) for s in record["network_sizes"]]
+        return record
     return {"frame": inference["frame"], "method": predictor.method,
             "network_sizes": [list(s) for s in predictor.network_sizes], "stride": predictor.stride}
 
@@ -296,9 +464,15 @@ def evaluate_model(
         if images.shape.rank != 4 or gt.ndim != 4:
             raise ValueError(f"evaluate_model: expected images [B,H,W,3] and depth [B,H,W,1], got "
                              f"{tuple(images.shape)} and {gt.shape}")
-        pred = tf.cast(tf.convert_to_tensor(predict_fn(images)), tf.float32)
+        if getattr(predict_fn, "needs_focal", False):  # a FocalResizer: the batch's focal lengths too
+            if len(batch) < 3:
+                raise ValueError("evaluate_model: a focal-range predictor needs (images, depth, focal) batches")
+            run = lambda x: predict_fn(x, np.asarray(batch[2]))  # noqa: E731
+        else:
+            run = predict_fn
+        pred = tf.cast(tf.convert_to_tensor(run(images)), tf.float32)
         if flip_average:
-            flipped = tf.cast(tf.convert_to_tensor(predict_fn(tf.reverse(images, axis=[2]))), tf.float32)
+            flipped = tf.cast(tf.convert_to_tensor(run(tf.reverse(images, axis=[2]))), tf.float32)
             pred = 0.5 * (pred + tf.reverse(flipped, axis=[2]))
         if pred.shape.rank == 3:
             pred = pred[..., None]
@@ -422,5 +596,6 @@ def output_space(cfg) -> str:
     return "disparity" if cfg.model.decoder_args.get("depth_type") == "relative" else "depth"
 
 
-__all__ = ["FullFramePredictor", "StoredPhotos", "evaluate_model", "evaluate_trained_model", "evaluation_inputs",
+__all__ = ["FocalResizer", "FullFramePredictor", "StoredPhotos", "evaluate_model", "evaluate_trained_model",
+           "evaluation_inputs",
            "full_frame_size", "copy_weights", "inference_record", "tile_starts", "uses_full_frame"]

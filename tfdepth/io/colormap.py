@@ -32,6 +32,7 @@ COLORMAP = "turbo_r"  # near = red, far = blue
 COLORMAP_STOPS = 64  # samples of the map sent to the measuring page
 TABLE_SIZE = 256
 INVALID_RGB = (0, 0, 0)
+BLOCK_ELEMENTS = 1 << 20  # pixels per row block of depth_range and colorize (bounds their temporaries)
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,13 +67,33 @@ def matplotlib_colormap(invalid: str = "black"):
 def depth_range(*depth_maps: np.ndarray) -> Tuple[float, float]:
     """The colour range (low, high) in metres: the 1st..99th percentile of the valid depths (> 0 and
     finite) of all ``depth_maps`` together; their min..max when that is empty; widened by 1 mm when
-    still empty; (0, 1) when there is no valid depth at all."""
-    values = [np.asarray(d, np.float64).ravel() for d in depth_maps if d is not None]
-    depth = np.concatenate(values) if values else np.zeros(0)
-    valid = depth[np.isfinite(depth) & (depth > 0)]
+    still empty; (0, 1) when there is no valid depth at all. (Only the valid values are copied, as
+    float64, and partitioned in place.)"""
+    maps = []
+    for d in depth_maps:
+        if d is None:
+            continue
+        d = np.asarray(d)
+        if not np.issubdtype(d.dtype, np.floating) and not np.issubdtype(d.dtype, np.integer):
+            d = d.astype(np.float64)
+        maps.append(d.reshape(d.shape[0], -1) if d.ndim >= 2 else d.reshape(1, -1))
+
+    def blocks():
+        for d in maps:
+            rows = max(1, BLOCK_ELEMENTS // max(d.shape[1], 1))
+            for r0 in range(0, d.shape[0], rows):
+                block = d[r0:r0 + rows]
+                yield block[np.isfinite(block) & (block > 0)]
+
+    # the valid values as float64, filled block by block (no float64 or valid-value copy of a whole map)
+    valid = np.empty(sum(v.size for v in blocks()), np.float64)
+    position = 0
+    for v in blocks():
+        valid[position:position + v.size] = v
+        position += v.size
     if valid.size == 0:
         return 0.0, 1.0
-    low, high = np.percentile(valid, [1.0, 99.0])
+    low, high = np.percentile(valid, [1.0, 99.0], overwrite_input=True)
     if high - low < 1e-6:
         low, high = float(valid.min()), float(valid.max())
     if high - low < 1e-6:
@@ -81,7 +102,10 @@ def depth_range(*depth_maps: np.ndarray) -> Tuple[float, float]:
 
 
 def _as_map(depth_m: np.ndarray) -> np.ndarray:
-    depth = np.asarray(depth_m, dtype=np.float64)
+    """The depth map as HxW (its own dtype; converted to float64 block by block where it is used)."""
+    depth = np.asarray(depth_m)
+    if not np.issubdtype(depth.dtype, np.floating) and not np.issubdtype(depth.dtype, np.integer):
+        depth = depth.astype(np.float64)
     if depth.ndim == 3 and depth.shape[-1] == 1:
         depth = depth[..., 0]
     if depth.ndim != 2:
@@ -103,12 +127,23 @@ def colorize(depth_m: np.ndarray, min_m: Optional[float] = None, max_m: Optional
     defaults to :func:`depth_range` of this map."""
     depth = _as_map(depth_m)
     low, high = _resolve_range(depth, min_m, max_m)
-    valid = np.isfinite(depth) & (depth > 0)
-    t = np.clip((np.where(valid, depth, low) - low) / (high - low), 0.0, 1.0)
-    index = np.minimum((t * TABLE_SIZE).astype(np.int64), TABLE_SIZE - 1)
-    rgb = colormap_table()[index]
-    rgb[~valid] = INVALID_RGB
-    return rgb
+    return _colorize_into(np.empty(depth.shape + (3,), np.uint8), depth, low, high)
+
+
+def _colorize_into(out: np.ndarray, depth: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Fills ``out`` (uint8 [H, W, 3]) with the colours of ``depth`` [H, W] in [low, high], in blocks of
+    rows (float64 per block: the same numbers as on the whole map, without its float64 copy)."""
+    table = colormap_table()
+    rows = max(1, BLOCK_ELEMENTS // max(depth.shape[1], 1))
+    for r0 in range(0, depth.shape[0], rows):
+        block = np.asarray(depth[r0:r0 + rows], dtype=np.float64)
+        valid = np.isfinite(block) & (block > 0)
+        t = np.clip((np.where(valid, block, low) - low) / (high - low), 0.0, 1.0)
+        index = np.minimum((t * TABLE_SIZE).astype(np.int64), TABLE_SIZE - 1)
+        rgb = table[index]
+        rgb[~valid] = INVALID_RGB
+        out[r0:r0 + rows] = rgb
+    return out
 
 
 def colorbar_panel(height: int, min_m: float, max_m: float) -> np.ndarray:
@@ -153,10 +188,13 @@ def colorize_depth(depth_m: np.ndarray, min_m: Optional[float] = None, max_m: Op
     """
     depth = _as_map(depth_m)
     low, high = _resolve_range(depth, min_m, max_m)
-    rgb = colorize(depth, low, high)
     if not colorbar:
-        return rgb
-    return np.concatenate([rgb, colorbar_panel(depth.shape[0], low, high)], axis=1)
+        return colorize(depth, low, high)
+    panel = colorbar_panel(depth.shape[0], low, high)
+    picture = np.empty((depth.shape[0], depth.shape[1] + panel.shape[1], 3), np.uint8)
+    picture[:, depth.shape[1]:] = panel
+    _colorize_into(picture[:, :depth.shape[1]], depth, low, high)  # no separate map + concatenation
+    return picture
 
 
 def write_depth_color(path: str, depth_m: np.ndarray, **kwargs) -> np.ndarray:

@@ -381,6 +381,9 @@ def decode_scaled_depth(data: bytes, source: str, scale: Optional[float], what: 
 # ------------------------------------------------------------------------------------------ writing
 
 
+BLOCK_ELEMENTS = 1 << 20  # pixels per row block of the quantiser (bounds its float64 temporaries at ~8 MB each)
+
+
 def depth_to_uint16(depth_m: np.ndarray, units_per_m: float, source: str = "depth",
                     saturate: bool = False) -> np.ndarray:
     """The one metres -> uint16 quantiser: value = round(depth_m * units_per_m); invalid (<= 0,
@@ -388,23 +391,33 @@ def depth_to_uint16(depth_m: np.ndarray, units_per_m: float, source: str = "dept
 
     A valid depth beyond 65535 / units_per_m raises :class:`DepthFormatError` naming ``source``, or
     with ``saturate`` becomes 65535 (the predict command's millimetre PNGs: >= 65.535 m -> 65535).
+    Computed in float64 in blocks of rows (:data:`BLOCK_ELEMENTS` pixels), so a large map needs no
+    float64 copy of its size.
     """
-    depth_m = np.asarray(depth_m, dtype=np.float64)
+    depth_m = np.asarray(depth_m)
     if depth_m.ndim == 3 and depth_m.shape[-1] == 1:
         depth_m = depth_m[..., 0]
     if depth_m.ndim != 2:
         raise DepthFormatError(f"{source}: depth must be HxW, got shape {depth_m.shape}")
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    stored = np.where(valid, np.rint(np.where(valid, depth_m, 0.0) * units_per_m), 0.0)
-    if saturate:
-        stored = np.minimum(stored, UINT16_MAX)
-    elif stored.max(initial=0.0) > UINT16_MAX:
-        raise DepthFormatError(
-            f"{source}: depth {depth_m[valid].max():.3f} m exceeds {UINT16_MAX / units_per_m:.3f} m, "
-            f"the largest value uint16 holds at depth/scale={units_per_m}")
-    # A positive depth that rounds to 0 would turn into 'invalid': keep it at the smallest quantum.
-    stored = np.where(valid & (stored == 0), 1.0, stored)
-    return stored.astype(np.uint16)
+    out = np.empty(depth_m.shape, np.uint16)
+    rows = max(1, BLOCK_ELEMENTS // max(depth_m.shape[1], 1))
+    for r0 in range(0, depth_m.shape[0], rows):
+        block = np.asarray(depth_m[r0:r0 + rows], dtype=np.float64)
+        valid = np.isfinite(block) & (block > 0)
+        stored = np.where(valid, np.rint(np.where(valid, block, 0.0) * units_per_m), 0.0)
+        if saturate:
+            stored = np.minimum(stored, UINT16_MAX)
+        elif stored.max(initial=0.0) > UINT16_MAX:
+            deepest = max(float(np.asarray(depth_m[r:r + rows], np.float64)[
+                np.isfinite(depth_m[r:r + rows]) & (depth_m[r:r + rows] > 0)].max(initial=0.0))
+                for r in range(0, depth_m.shape[0], rows))
+            raise DepthFormatError(
+                f"{source}: depth {deepest:.3f} m exceeds {UINT16_MAX / units_per_m:.3f} m, "
+                f"the largest value uint16 holds at depth/scale={units_per_m}")
+        # A positive depth that rounds to 0 would turn into 'invalid': keep it at the smallest quantum.
+        stored = np.where(valid & (stored == 0), 1.0, stored)
+        out[r0:r0 + rows] = stored.astype(np.uint16)
+    return out
 
 
 def write_depth_png16(path: str, depth_m: np.ndarray) -> None:

@@ -220,6 +220,7 @@ class MeasureApp:
         camera, camera_source = self.camera.choose(rgb.shape[:2], bytes(data))
         with self._predict_lock:
             depth_m = np.ascontiguousarray(self.predictor.predict(rgb, camera), dtype=np.float32)
+            focal_resize = getattr(self.predictor, "last_focal_resize", None)  # docs/camera.md
         seconds = time.perf_counter() - start
         if depth_m.shape != rgb.shape[:2]:
             raise RuntimeError(f"the model returned depth {depth_m.shape} for a picture of {rgb.shape[:2]}")
@@ -245,7 +246,7 @@ class MeasureApp:
             "depth_median_m": float(np.median(valid)) if valid.size else None,
             "depth_max_m": float(valid.max()) if valid.size else None,
             "model_intrinsics": None if model_intr is None else model_intr.as_list(),
-            "camera": {"intrinsics": camera.as_list(), "source": camera_source},
+            "camera": {"intrinsics": camera.as_list(), "source": camera_source, "focal_resize": focal_resize},
             "predict_seconds": seconds,
         })
 

@@ -6,6 +6,9 @@ picture's camera for point clouds, :func:`run` predicts every job and writes its
 (:mod:`tfdepth.serving.outputs`): a picture as ``DIR/<stem>_*``, a video frame by frame as
 ``DIR/<stem>/<stem>_<frame>_*``. A file that cannot be read is recorded with its error and the rest
 still run.
+
+Large pictures are predicted at a working resolution (``DepthPredictor.predict``,
+:func:`tfdepth.serving.predictor.working_size`); the record says which (``working_size``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from tfdepth.geometry import DEFAULT_FOV_DEG, Intrinsics
 from tfdepth.io.images import (ImageReadError, is_image_path, is_video_path, iter_video_frames, load_image,
                                video_frame_count)
 from tfdepth.progress import Progress
-from tfdepth.serving.outputs import depth_summary, write_outputs
+from tfdepth.serving.outputs import auto_ply_stride, depth_summary, write_outputs
 
 
 @dataclass
@@ -198,10 +201,12 @@ def _say(progress, log, text: str) -> None:
 
 def run(predictor, jobs: Sequence[Job], output_dir: str, save: Sequence[str], intrinsics: IntrinsicsChooser,
         color_range: Optional[Tuple[float, float]] = None, ply_binary: bool = True, video_every: int = 1,
-        max_frames: Optional[int] = None, progress: bool = True, log: Callable[[str], None] = print) -> RunSummary:
-    """Predict every job, writing outputs into ``output_dir``; errors are collected, not raised.
-    ``progress``: a :class:`tfdepth.progress.Progress` report on stderr (pictures, and each video's
-    frames) with a summary line at the end."""
+        max_frames: Optional[int] = None, progress: bool = True, log: Callable[[str], None] = print,
+        ply_stride: Optional[int] = None) -> RunSummary:
+    """Predict every job (``predictor.predict``), writing outputs into ``output_dir``; errors are
+    collected, not raised. ``progress``: a :class:`tfdepth.progress.Progress` report on stderr
+    (pictures, and each video's frames) with a summary line at the end. ``ply_stride``: the point
+    clouds' pixel stride (None: :func:`tfdepth.serving.outputs.auto_ply_stride` per picture)."""
     progress_enabled = progress
     os.makedirs(output_dir, exist_ok=True)
     summary = RunSummary()
@@ -211,11 +216,19 @@ def run(predictor, jobs: Sequence[Job], output_dir: str, save: Sequence[str], in
     def one(rgb: np.ndarray, prefix: str, source: str, picture=None) -> dict:
         intr, camera = intrinsics.choose(rgb.shape[:2], picture)  # the camera the depth and the PLY use
         depth = predictor.predict(rgb, intr)
-        written = write_outputs(rgb, depth, prefix, save, intr, color_range, ply_binary)
+        working = predictor.last_working_size
+        stride = ply_stride if ply_stride is not None else auto_ply_stride(rgb.shape[:2])
+        written = write_outputs(rgb, depth, prefix, save, intr, color_range, ply_binary, stride)
         record = {"input": source, "size": [int(rgb.shape[0]), int(rgb.shape[1])], "outputs": written,
                   **depth_summary(depth), "intrinsics": intr.as_list(), "intrinsics_source": camera}
+        if working is not None:
+            record["working_size"] = [int(working[0]), int(working[1])]
+        if "ply" in save:
+            record["ply_stride"] = int(stride)
         if getattr(predictor, "canonical_focal_px", None) is not None:
             record["focal_px_at_model_input"] = predictor.input_intrinsics(intr, rgb.shape[:2]).focal_px
+            if getattr(predictor, "last_focal_resize", None) is not None:  # resized into the trained range
+                record["focal_resize"] = predictor.last_focal_resize
         return record
 
     progress = Progress("predict", len(image_jobs), "image", enabled=progress_enabled and len(image_jobs) > 1)

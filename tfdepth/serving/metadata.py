@@ -69,7 +69,9 @@ def build_metadata(model, cfg, checkpoint: Optional[str] = None) -> dict:
         # docs/camera.md: a "canonical" model's depth is multiplied by f / canonical_focal_px (f: the
         # picture's focal length at the model input), so a consumer needs the picture's camera
         "camera": {"mode": getattr(cfg.model, "camera", "none"),
-                   "canonical_focal_px": getattr(cfg.model, "canonical_focal_px", None)},
+                   "canonical_focal_px": getattr(cfg.model, "canonical_focal_px", None),
+                   # the trained focal range: a picture outside it is resized into it (DepthPredictor)
+                   "focal_range_px": getattr(cfg.model, "focal_range_px", None)},
     }
 
 

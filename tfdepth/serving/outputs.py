@@ -3,13 +3,19 @@
 - ``png16``: ``<prefix>_depth_mm.png``    16-bit PNG, millimetres (metres = value / 1000; saturates at 65.535 m)
 - ``color``: ``<prefix>_depth_color.png`` colour-mapped depth (near red, far blue) with a colour bar in metres
 - ``npy``:   ``<prefix>_depth_m.npy``     float32 [H, W] metres
-- ``ply``:   ``<prefix>_points.ply``      coloured point cloud (camera frame: x right, y down, z forward, metres)
+- ``ply``:   ``<prefix>_points.ply``      coloured point cloud (camera frame: x right, y down, z forward, metres);
+  every ``ply_stride``-th pixel of every ``ply_stride``-th row, default :func:`auto_ply_stride`: all pixels
+  up to :data:`PLY_MAX_POINTS` pixels, else the smallest stride that keeps the cloud within it (an
+  8000x8000 photo: stride 6, 1.78 M points, 27 MB instead of 64 M points and 960 MB)
 
+The depth outputs are written at the picture's size without float64 picture-size copies (the
+quantiser and the colour map work in row blocks), so a large photo's memory stays bounded.
 Needs no TensorFlow (``tools/serving_client.py`` writes what a TF Serving answer holds with it).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -26,6 +32,30 @@ SAVE_CHOICES = ("png16", "color", "npy", "ply")
 OUTPUT_SUFFIXES = {"png16": PREDICT_SUFFIXES["png16"], "color": "_depth_color.png", "npy": PREDICT_SUFFIXES["npy"],
                    "ply": "_points.ply"}
 DEPTH_ENCODINGS = {"png16": "mm16", "npy": "npy-m"}  # the tfdepth.io.depth encoding of each depth output
+PLY_MAX_POINTS = 2_000_000  # the default point cloud's size limit (points; 15 bytes each in binary PLY)
+
+
+def auto_ply_stride(image_size: Sequence[int], max_points: int = PLY_MAX_POINTS) -> int:
+    """The default ``ply_stride`` of an (H, W) picture: the smallest N with ceil(H / N) x ceil(W / N) <=
+    ``max_points`` (1 for pictures of up to ``max_points`` pixels)."""
+    h, w = int(image_size[0]), int(image_size[1])
+    n = max(1, int(math.ceil(math.sqrt(h * w / float(max_points)))) - 1)
+    while -(-h // n) * -(-w // n) > max_points:
+        n += 1
+    return n
+
+
+def parse_ply_stride(text) -> Optional[int]:
+    """``--ply-stride``: ``auto`` (None: :func:`auto_ply_stride` per picture) or a positive integer."""
+    if text is None or str(text).strip().lower() == "auto":
+        return None
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--ply-stride {text!r}: expected a positive integer or 'auto'")
+    return value
 
 
 def parse_save(text: str, choices: Sequence[str] = SAVE_CHOICES) -> List[str]:
@@ -38,12 +68,14 @@ def parse_save(text: str, choices: Sequence[str] = SAVE_CHOICES) -> List[str]:
 
 
 def write_outputs(rgb: Optional[np.ndarray], depth_m: np.ndarray, prefix: str, save: Sequence[str], intrinsics=None,
-                  color_range: Optional[Tuple[float, float]] = None, ply_binary: bool = True) -> Dict[str, str]:
+                  color_range: Optional[Tuple[float, float]] = None, ply_binary: bool = True,
+                  ply_stride: Optional[int] = None) -> Dict[str, str]:
     """Write the requested outputs of one picture as ``prefix`` + suffix; returns {kind: path}.
 
     ``rgb`` (uint8 [H, W, 3]) colours the point cloud; ``intrinsics`` (of the picture) are needed for
     ``ply`` only. ``color_range`` (MIN, MAX metres) fixes the colour map, else per picture 1-99th
-    percentile.
+    percentile. ``ply_stride``: every N-th pixel of every N-th row in the point cloud (None:
+    :func:`auto_ply_stride`).
     """
     written = {}
     if "png16" in save:
@@ -57,24 +89,34 @@ def write_outputs(rgb: Optional[np.ndarray], depth_m: np.ndarray, prefix: str, s
         written["color"] = path
     if "npy" in save:
         path = prefix + OUTPUT_SUFFIXES["npy"]
-        np.save(path, depth_m.astype(np.float32))
+        np.save(path, np.asarray(depth_m, np.float32))  # no copy when it is float32 already
         written["npy"] = path
     if "ply" in save:
         if intrinsics is None:
             raise ValueError(f"{prefix}{OUTPUT_SUFFIXES['ply']}: a point cloud needs the camera intrinsics")
         path = prefix + OUTPUT_SUFFIXES["ply"]
-        points, colors = geometry.point_cloud(depth_m, intrinsics, rgb)
+        stride = ply_stride if ply_stride is not None else auto_ply_stride(np.shape(depth_m)[:2])
+        points, colors = geometry.point_cloud(depth_m, intrinsics, rgb, stride=stride)
         geometry.write_ply(path, points, colors, binary=ply_binary)
         written["ply"] = path
     return written
 
 
 def depth_summary(depth_m: np.ndarray) -> dict:
-    """min / median / max metres of the valid (finite, > 0) pixels; None each when there are none."""
+    """min / median / max metres of the valid (finite, > 0) pixels; None each when there are none.
+    (The median is ``np.median``'s, from one copy of the valid pixels partitioned in place.)"""
     valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
     if valid.size == 0:
         return {"min_m": None, "median_m": None, "max_m": None}
-    return {"min_m": float(valid.min()), "median_m": float(np.median(valid)), "max_m": float(valid.max())}
+    low, high = float(valid.min()), float(valid.max())
+    k = valid.size // 2
+    if valid.size % 2:
+        valid.partition(k)
+        median = float(valid[k])
+    else:
+        valid.partition((k - 1, k))
+        median = float(np.mean(valid[k - 1:k + 1]))
+    return {"min_m": low, "median_m": median, "max_m": high}
 
 
 def write_predictions(output_dir: str, model: str, items: List[dict], intrinsics_source: Optional[str] = None) -> str:

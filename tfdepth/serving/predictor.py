@@ -13,14 +13,19 @@ signature (:mod:`tfdepth.serving.signature`): resize to the model input (bilinea
 with a canonical camera (``model.camera: canonical``, docs/camera.md) predicts the depth the canonical
 camera would see; :meth:`DepthPredictor.predict` multiplies it by f / f_c
 (:func:`tfdepth.geometry.canonical_depth_scale`), f the picture's focal length at the model input
-(:meth:`DepthPredictor.input_intrinsics`), so it needs the picture's intrinsics. TFLite files run on
+(:meth:`DepthPredictor.input_intrinsics`), so it needs the picture's intrinsics. With a trained focal
+range (``model.focal_range_px``, ``camera.focal_range_px`` of the export metadata) a picture whose f lies
+outside it is resized into the range first (:class:`tfdepth.evaluation.model_eval.FocalResizer`, as
+evaluation does: a checkpoint is rebuilt at the new size; a SavedModel / TFLite model of fixed input
+size gets a smaller picture padded, a larger one in overlapping tiles); what was done is
+:attr:`DepthPredictor.last_focal_resize` (``predictions.json``: ``focal_resize``). TFLite files run on
 the LiteRT interpreter (``ai_edge_litert``), or on ``tf.lite.Interpreter`` where LiteRT is not installed.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,6 +35,14 @@ from tfdepth.serving.metadata import METADATA_RELPATH, build_metadata, read_meta
 from tfdepth.serving.signature import (OUTPUT_KEY, SERVING_SIGNATURE, make_depth_fn, preprocess_images, resize_depth,
                                        to_uint8)
 from tfdepth.serving.tflite import TFLiteModel
+
+# The working resolution of a picture larger than the model input: WORKING_OVERSAMPLE x the scale the
+# model input has (the predictor's own antialiased resize does the last step of at most this factor;
+# 3 was the closest to the direct path of 2, 3, 4 and 5: tests/serving/test_large_photo.py).
+WORKING_OVERSAMPLE = 3
+# ... and, for a model that takes any input size (input_size unknown: Depth Anything from hf:, a
+# SavedModel without metadata), the longest side a picture is reduced to.
+WORKING_MAX_SIDE = 2048
 
 # The padding colour of :func:`pad_to_aspect`: the ImageNet mean RGB (what the normalised input calls 0).
 PAD_RGB = (124, 116, 104)
@@ -60,6 +73,24 @@ def pad_to_aspect(rgb: np.ndarray, input_size: Sequence[int]):
     return padded, (top, left)
 
 
+def working_size(image_size: Sequence[int], input_size: Sequence[int], oversample: float = WORKING_OVERSAMPLE,
+                 max_side: int = WORKING_MAX_SIDE) -> Optional[Tuple[int, int]]:
+    """The (h, w) an (H, W) picture is reduced to before prediction (aspect ratio kept), or None when it
+    goes to the model as it is: the picture padded to the input's aspect ratio (as the predictor pads
+    it) is more than ``oversample`` x the model input ``input_size`` (H, W), or, when the input size is
+    unknown ((0, 0)), the picture's longest side is more than ``max_side``."""
+    h, w = int(image_size[0]), int(image_size[1])
+    in_h, in_w = int(input_size[0]), int(input_size[1])
+    if in_h > 0 and in_w > 0:
+        new_h, new_w, _, _ = padded_window((h, w), (in_h, in_w))
+        scale = min(oversample * in_h / new_h, oversample * in_w / new_w)
+    else:
+        scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return None
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
 class DepthPredictor:
     """Metric depth of RGB pictures from a checkpoint, a SavedModel or a TFLite file.
 
@@ -82,6 +113,14 @@ class DepthPredictor:
         # f_c of a canonical-camera model (docs/camera.md), else None
         self.canonical_focal_px: Optional[float] = (float(camera["canonical_focal_px"])
                                                     if camera.get("mode") == "canonical" else None)
+        # the trained focal range of a canonical model (docs/camera.md), else None
+        rng = camera.get("focal_range_px") if self.canonical_focal_px is not None else None
+        self.focal_range_px = (float(rng[0]), float(rng[1])) if rng else None
+        # {"from_px", "to_px", "scale", "size"} of the last picture resized into the focal range, else None
+        self.last_focal_resize: Optional[dict] = None
+        # (h, w) the last picture was reduced to before prediction (a large picture), else None
+        self.last_working_size: Optional[tuple] = None
+        self._resizer = None
 
     # ---- construction --------------------------------------------------------------------------
 
@@ -109,7 +148,12 @@ class DepthPredictor:
         """RGB uint8 [H, W, 3] -> depth float32 metres [H, W] (the picture's own size).
 
         ``intrinsics``: the picture's camera (pixels of ``rgb``); required by a canonical-camera model
-        (its depth is proportional to the focal length), ignored otherwise."""
+        (its depth is proportional to the focal length), ignored otherwise.
+
+        A picture larger than :func:`working_size` allows is first reduced with ``cv2.INTER_AREA`` (its
+        intrinsics scaled alike), predicted, and the depth resized back with ``cv2.INTER_LINEAR``
+        (half-pixel centres, as ``tf.image.resize``): one float32 depth map of the picture's size is the
+        only picture-size array made (``last_working_size``: the reduced (h, w), or None)."""
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"predict expects an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
@@ -119,12 +163,51 @@ class DepthPredictor:
             raise ValueError("this model was trained with a canonical camera (model.camera: canonical): its depth "
                              "needs the picture's focal length (--focal-px, --fov or --intrinsics)")
         h, w = rgb.shape[:2]
+        size = working_size((h, w), self.input_size)
+        self.last_working_size = size
+        if size is None:
+            return self._predict_picture(rgb, intrinsics)
+        import cv2
+
+        small = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        small_intrinsics = intrinsics.scaled((h, w), size) if intrinsics is not None else None
+        depth = self._predict_picture(small, small_intrinsics)
+        return np.ascontiguousarray(cv2.resize(depth, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+
+    def _predict_picture(self, rgb: np.ndarray, intrinsics: Optional[Intrinsics]) -> np.ndarray:
+        """:meth:`predict` of a picture at the size it goes to the model (padded to the input's aspect
+        ratio, resized into the trained focal range where needed, scaled by the canonical camera)."""
+        h, w = rgb.shape[:2]
         padded, (top, left) = pad_to_aspect(rgb, self.input_size)
-        depth = self._predict(padded)[top:top + h, left:left + w]
+        self.last_focal_resize = None
+        plan = None
         if self.canonical_focal_px is not None:
             focal = self.input_intrinsics(intrinsics, (h, w)).focal_px
+            if self.focal_range_px is not None and self.input_size[0] > 0:
+                plan = self.focal_resizer().plan(focal)
+        if plan is None:
+            depth = self._predict(padded)[top:top + h, left:left + w]
+        else:  # outside the trained focal range: resized into it (canonical depth of the given picture)
+            self.last_focal_resize = plan
+            image = preprocess_images(padded[None], self.input_size)
+            depth = self.focal_resizer().predict_one(image, plan)
+            depth = resize_depth(depth, padded.shape[:2]).numpy()[0, top:top + h, left:left + w, 0]
+        if self.canonical_focal_px is not None:
             depth = depth * np.float32(canonical_depth_scale(focal, self.canonical_focal_px))
         return np.ascontiguousarray(depth, np.float32)
+
+    def focal_resizer(self):
+        """The :class:`~tfdepth.evaluation.model_eval.FocalResizer` of this model (built on first use)."""
+        if self._resizer is None:
+            from tfdepth.evaluation.model_eval import FocalResizer
+
+            self._resizer = FocalResizer(self.focal_range_px, self.input_size, **self._resizer_networks())
+        return self._resizer
+
+    def _resizer_networks(self) -> dict:
+        """How the network runs at another size: ``frames`` (a rebuildable Keras model) or ``fixed_fn``
+        (float [1, in_h, in_w, 3] in [0, 1] at the input size -> depth [1, h, w, 1])."""
+        raise NotImplementedError
 
     def input_intrinsics(self, intrinsics: Intrinsics, image_size: Sequence[int]) -> Intrinsics:
         """A picture's ``intrinsics`` (of ``image_size`` (H, W)) as the model sees it: padded to the input's
@@ -148,6 +231,8 @@ class DepthPredictor:
 
     def describe(self) -> str:
         camera = f", canonical camera f_c = {self.canonical_focal_px:g} px" if self.canonical_focal_px else ""
+        if self.canonical_focal_px and self.focal_range_px:
+            camera += f", trained focal range {self.focal_range_px[0]:g}-{self.focal_range_px[1]:g} px"
         return f"{self.kind} model, input {self.input_size[0]}x{self.input_size[1]}{camera}"
 
 
@@ -171,6 +256,12 @@ class _KerasPredictor(DepthPredictor):
     def _predict(self, rgb):
         return self._fn(rgb[None])[OUTPUT_KEY].numpy()[0, ..., 0]
 
+    def _resizer_networks(self):
+        from tfdepth.evaluation.model_eval import FullFramePredictor
+
+        return {"frames": FullFramePredictor(self.model, self.config.model, self.input_size,
+                                             self.config.data.max_depth_m)}
+
 
 class _SavedModelPredictor(DepthPredictor):
     def __init__(self, directory: str, metadata: Optional[dict]):
@@ -193,6 +284,12 @@ class _SavedModelPredictor(DepthPredictor):
 
         return self._signature(images=tf.constant(rgb[None]))[OUTPUT_KEY].numpy()[0, ..., 0]
 
+    def _resizer_networks(self):
+        import tensorflow as tf
+
+        # the signature at exactly its input size (its in-graph resize is then the identity)
+        return {"fixed_fn": lambda x: self._signature(images=tf.constant(to_uint8(x.numpy())))[OUTPUT_KEY]}
+
     def describe(self) -> str:
         if self.input_size == (0, 0):
             return f"SavedModel {self.directory}"
@@ -212,6 +309,14 @@ class _TFLitePredictor(DepthPredictor):
             image = to_uint8(image)
         depth = self.runner.run(image)
         return resize_depth(tf.constant(depth[None, ..., None]), rgb.shape[:2]).numpy()[0, ..., 0]
+
+    def _resizer_networks(self):
+        def fixed_fn(x):
+            image = x.numpy()[0]
+            depth = self.runner.run(to_uint8(image) if self.runner.input_dtype == np.uint8 else image)
+            return depth[None, ..., None]
+
+        return {"fixed_fn": fixed_fn}
 
     def describe(self) -> str:
         q = (self.metadata or {}).get("quantization", "unknown quantisation")

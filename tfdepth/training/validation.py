@@ -49,6 +49,10 @@ class Validator:
         _, predict, inference = self._evaluation_inputs()
         if inference.get("predictor") is not None:
             inference["predictor"].sync_weights()  # the full-frame copies follow training
+        resizer = inference.get("focal_resize")  # a canonical model's focal range (docs/camera.md)
+        if resizer is not None:
+            resizer.frames.sync_weights()  # its rebuilt copies follow training too
+            resizer.reset()
         return predict
 
     def evaluate(self, max_images: Optional[int] = None) -> dict:

@@ -16,6 +16,13 @@ own). ``--val-fraction F`` / ``--test-fraction F`` cut splits ``val`` / ``test``
 (:mod:`tfdepth.data.converters.splits`; ``--split-by sample`` cuts single samples); without them every
 pair goes into ``--split`` (default train).
 
+Per-file cameras: ``--intrinsics-file F.csv`` lists ``name,fx,fy,cx,cy`` per line (pixels of that
+picture; ``#`` comments, an optional ``name,fx,fy,cx,cy`` header); ``name`` is the RGB file's path
+relative to its capture folder / pair list as recorded in ``source/name`` (``rgb/a/0001.jpg``, with the
+folder's label in front when several inputs are combined) or its file name (``0001.jpg``) where that is
+unique. Every pair needs a line (:func:`read_intrinsics_file`; errors name the file and line); it
+cannot be combined with ``--intrinsics``.
+
 The depth encoding is given by ``--depth-encoding`` (a preset of :mod:`tfdepth.io.depth`) or by
 ``--depth-scale S`` (8/16-bit single channel, metres = v / S). The plausible range is ``--max-depth``
 or the preset's default (10 m for the indoor-sensor presets, 90 m for kitti16; none for npy-m and
@@ -179,6 +186,43 @@ def _read_input(path: str, encoding: depth_io.DepthEncoding, log=None):
     return pairs, rule, rels
 
 
+def read_intrinsics_file(path: str) -> Dict[str, Tuple[float, float, float, float]]:
+    """``{name: (fx, fy, cx, cy)}`` of a per-file intrinsics list (``name,fx,fy,cx,cy`` per line; blank
+    lines, ``#`` comments and a ``name,...`` header are skipped). A malformed line, a non-positive
+    focal length, a non-finite value or a name given twice is a :class:`ConversionError` naming the
+    file and the line."""
+    import math
+
+    if not os.path.isfile(path):
+        raise ConversionError(f"--intrinsics-file {path}: no such file")
+    table: Dict[str, Tuple[float, float, float, float]] = {}
+    seen_line: Dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = [v.strip() for v in line.split(",")]
+            if number == 1 and fields[0].lower() == "name":
+                continue
+            where = f"{path} line {number}"
+            if len(fields) != 5 or not fields[0]:
+                raise ConversionError(f"{where}: expected name,fx,fy,cx,cy (5 comma-separated fields), got {line!r}")
+            try:
+                values = tuple(float(v) for v in fields[1:])
+            except ValueError:
+                raise ConversionError(f"{where}: fx,fy,cx,cy must be numbers, got {','.join(fields[1:])!r}") from None
+            if not all(math.isfinite(v) for v in values) or values[0] <= 0 or values[1] <= 0:
+                raise ConversionError(f"{where}: expected finite fx, fy > 0 and finite cx, cy, got {values}")
+            name = fields[0].replace("\\", "/")
+            if name in table:
+                raise ConversionError(f"{where}: {name!r} is given twice (first on line {seen_line[name]})")
+            table[name], seen_line[name] = values, number
+    if not table:
+        raise ConversionError(f"--intrinsics-file {path}: no name,fx,fy,cx,cy line")
+    return table
+
+
 class FolderSource(Source):
     format_name = "folder"
     single_split = True
@@ -186,8 +230,12 @@ class FolderSource(Source):
     def __init__(self, input_path, depth_encoding: Optional[str] = None, depth_scale: Optional[float] = None,
                  split: Optional[str] = None, max_depth_m: Optional[float] = None,
                  intrinsics: Optional[Sequence[float]] = None, log=None, val_fraction: float = 0.0,
-                 test_fraction: float = 0.0, split_by: str = "auto", seed: int = 0):
+                 test_fraction: float = 0.0, split_by: str = "auto", seed: int = 0,
+                 intrinsics_file: Optional[str] = None):
         inputs = [input_path] if isinstance(input_path, str) else list(input_path)
+        if intrinsics_file is not None and intrinsics is not None:
+            raise ConversionError("give either --intrinsics (one camera for every pair) or --intrinsics-file "
+                                  "(one per file), not both")
         if not inputs:
             raise ConversionError("--input: no capture folder or pair list given")
         self.encoding = resolve_encoding(depth_encoding, depth_scale)
@@ -221,12 +269,40 @@ class FolderSource(Source):
         self.single_split = not fractions
         self.split_args = ({"val_fraction": float(val_fraction), "test_fraction": float(test_fraction),
                             "split_by": split_by} if fractions else {})
+        self.intrinsics_file = os.path.abspath(intrinsics_file) if intrinsics_file else None
+        self.per_file: Dict[str, Tuple[float, float, float, float]] = {}
+        if intrinsics_file is not None:
+            self.per_file = self._match_intrinsics(read_intrinsics_file(intrinsics_file), intrinsics_file)
         self.plan = None
         if fractions:
             self.plan = assign_splits(len(self.pairs), sequences_of(rels, folders), val_fraction, test_fraction,
                                       seed, split_by)
             if log:
                 log(f"{', '.join(inputs)}: {self.plan.describe()} (seed {seed})")
+
+    def _match_intrinsics(self, table: dict, path: str) -> Dict[str, Tuple[float, float, float, float]]:
+        """``{rgb path: intrinsics}`` for every pair: by the recorded name, else by a unique file name."""
+        by_base: Dict[str, List[str]] = {}
+        for name in table:
+            by_base.setdefault(os.path.basename(name), []).append(name)
+        rgb_names = [rgb for rgb, _ in self.pairs if rgb]
+        base_count: Dict[str, int] = {}
+        for rgb in rgb_names:
+            base_count[os.path.basename(rgb)] = base_count.get(os.path.basename(rgb), 0) + 1
+        matched, missing = {}, []
+        for rgb in rgb_names:
+            short, base = self._source_name(rgb), os.path.basename(rgb)
+            if short in table:
+                matched[rgb] = table[short]
+            elif base in table and base_count[base] == 1:
+                matched[rgb] = table[base]
+            else:
+                missing.append(short)
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise ConversionError(f"--intrinsics-file {path}: no line for {', '.join(missing[:3])}{more} (name: the "
+                                  f"RGB file as recorded, e.g. {missing[0]!r}, or its file name where unique)")
+        return matched
 
     def split_names(self) -> List[str]:
         if self.plan is not None:
@@ -239,6 +315,8 @@ class FolderSource(Source):
 
     def format_args(self) -> dict:
         extra = {"inputs": self.inputs} if len(self.inputs) > 1 else {}
+        if self.intrinsics_file:
+            extra["intrinsics_file"] = self.intrinsics_file
         return {"depth_encoding": self.encoding.name, "pairing": self.rule, **extra, **self.split_args}
 
     def linear_encoding(self) -> Optional[Tuple[str, float]]:
@@ -259,10 +337,12 @@ class FolderSource(Source):
         name = f"{depth_path} [rgb {rgb_path}]"
         short = self._source_name(rgb_path)
         linear = depth_io.decode_linear16(depth_bytes, self.encoding, depth_path)
+        intrinsics = self.per_file.get(rgb_path) if rgb_path else None  # --intrinsics-file
         if linear is not None:
             return LoadedSample(name, rgb, depth_stored=linear[0], stored_units_per_m=linear[1], depth_file=depth_bytes,
-                                source_name=short)
-        return LoadedSample(name, rgb, depth_io.decode_depth(depth_bytes, self.encoding, depth_path), source_name=short)
+                                source_name=short, intrinsics=intrinsics)
+        return LoadedSample(name, rgb, depth_io.decode_depth(depth_bytes, self.encoding, depth_path), source_name=short,
+                            intrinsics=intrinsics)
 
     def _source_name(self, rgb_path: str) -> str:
         """The RGB file relative to its capture folder (``rgb/a/0001.jpg``) or pair list, after the
@@ -289,6 +369,9 @@ def add_arguments(parser) -> None:
                         help="cut this fraction of the pairs off as split 'val' (seeded by --seed; whole "
                              "sequences where the folders / names show them)")
     parser.add_argument("--test-fraction", type=float, default=0.0, help="likewise for split 'test'")
+    parser.add_argument("--intrinsics-file", default=None, metavar="F.csv",
+                        help="per-file cameras: name,fx,fy,cx,cy per line (name: the RGB file relative to its "
+                             "capture folder, e.g. rgb/0001.jpg, or its file name where unique)")
     parser.add_argument("--split-by", choices=SPLIT_BY, default="auto",
                         help="with the fractions: keep sequences whole (sequence), cut single samples (sample), "
                              "or sequences when there are enough of them (auto, default)")
@@ -297,4 +380,4 @@ def add_arguments(parser) -> None:
 def from_args(args, log=None) -> FolderSource:
     return FolderSource(args.input, args.depth_encoding, args.depth_scale, args.split, args.max_depth,
                         args.intrinsics, log=log, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                        split_by=args.split_by, seed=args.seed)
+                        split_by=args.split_by, seed=args.seed, intrinsics_file=args.intrinsics_file)

@@ -21,10 +21,13 @@ import cv2
 import numpy as np
 
 from tfdepth.data.converters.source import SampleRef
+from tfdepth.data.shards import DepthStats
 from tfdepth.data.synthetic.render import render_scene
 from tfdepth.data.synthetic.source import GENERATOR_VERSION, SPLITS, SyntheticSource, source_description
-from tfdepth.data.writer import DatasetWriter
+from tfdepth.data.writer import STATS_BINS, DatasetWriter, EncodedSample
+from tfdepth.io.depth import depth_to_uint16
 from tfdepth.io.files import TEMP_SUFFIX_RE
+from tfdepth.io.images import encode_png
 from tfdepth.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -57,26 +60,54 @@ def _jobs(source: SyntheticSource) -> List[SampleRef]:
     return [ref for split in source.split_names() for ref in source.refs(split)]
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_num_workers(total: int) -> int:
+    """Render processes :func:`write_synthetic_dataset` starts by default: one per usable CPU core (at
+    most 8) when there are two or more and at least 64 samples, else 1 (rendering in this process)."""
+    cpus = _usable_cpus()
+    return min(cpus, 8) if cpus >= 2 and total >= 64 else 1
+
+
+def _encode_sample(rgb: np.ndarray, depth_m: np.ndarray, depth_scale: float, max_depth_m: float, name: str):
+    """(RGB PNG bytes, uint16 depth PNG bytes, the sample's DepthStats): what
+    :meth:`SplitWriter.add` computes from the arrays, done in a render worker (no TensorFlow needed)."""
+    stats = DepthStats(max_depth_m=max_depth_m, bins=STATS_BINS)
+    stats.update(depth_m)
+    return encode_png(rgb), encode_png(depth_to_uint16(depth_m, depth_scale, name)), stats
+
+
 class _RenderWorkers:
-    """Renders samples in ``num_workers`` child interpreters (running :func:`_worker_main`); worker k
-    renders jobs k, k + K, ... and streams raw arrays back, and iteration yields them strictly in job
-    order, so the output does not depend on the number of workers.
+    """Renders and encodes samples in ``num_workers`` child interpreters (running :func:`_worker_main`);
+    worker k renders jobs k, k + K, ... and streams the encoded sample (RGB PNG, depth PNG, depth
+    statistics) back; iteration yields them strictly in job order, so the output does not depend on the
+    number of workers. One reader thread per worker drains its pipe into a bounded queue, so the workers
+    keep rendering while this process is busy (importing TensorFlow for the first record).
 
     Separate interpreters (not fork) keep TensorFlow's threads out of the children and need no
     ``if __name__ == "__main__"`` guard in the caller's script.
     """
 
+    QUEUE_SAMPLES = 64  # encoded samples (~90 KB each at 240x320) buffered per worker
+
     def __init__(self, base_seed: int, num_train: int, num_val: int, height: int, width: int, num_workers: int,
                  hfov_deg=None, haze: bool = True):
+        import queue
         import subprocess
         import sys
+        import threading
 
-        self.shape = (height, width)
         self.num_jobs = num_train + num_val
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         env = dict(os.environ)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.procs = []
+        self.procs, self.queues, self.threads = [], [], []
+        self._stop = threading.Event()
         try:
             for k in range(num_workers):
                 cmd = [sys.executable, "-c", "import sys; from tfdepth.data.synthetic.generate import _worker_main; "
@@ -85,39 +116,75 @@ class _RenderWorkers:
                        "none" if hfov_deg is None else ",".join(repr(float(v)) for v in hfov_deg),
                        "haze" if haze else "nohaze"]
                 self.procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env))
+            for k, proc in enumerate(self.procs):
+                q = queue.Queue(self.QUEUE_SAMPLES)
+                count = len(range(k, self.num_jobs, num_workers))
+                thread = threading.Thread(target=self._drain, args=(proc, q, count), daemon=True,
+                                          name=f"synthetic-render-reader-{k}")
+                thread.start()
+                self.queues.append(q)
+                self.threads.append(thread)
         except BaseException:
             self.close()
             raise
 
+    def _drain(self, proc, q, count: int) -> None:
+        """Reader thread: unpickles ``count`` encoded samples from ``proc`` into ``q`` (None when it stops early)."""
+        import pickle
+        import queue
+
+        items = []
+        try:
+            for _ in range(count):
+                items.append(pickle.load(proc.stdout))
+                while items and not self._stop.is_set():
+                    try:
+                        q.put(items[0], timeout=0.2)
+                        items.pop(0)
+                    except queue.Full:
+                        pass
+                if self._stop.is_set():
+                    return
+        except Exception:  # EOF or a cut-off stream: the worker died; __iter__ reports it
+            while not self._stop.is_set():
+                try:
+                    q.put(None, timeout=0.2)
+                    return
+                except queue.Full:
+                    pass
+
     def __iter__(self):
-        h, w = self.shape
-        n_rgb, n_depth = h * w * 3, h * w * 4
         for j in range(self.num_jobs):
-            proc = self.procs[j % len(self.procs)]
-            buf = proc.stdout.read(n_rgb + n_depth)
-            if buf is None or len(buf) != n_rgb + n_depth:
+            k = j % len(self.procs)
+            item = self.queues[k].get()
+            if item is None:
+                proc = self.procs[k]
                 code = proc.wait()
-                raise RuntimeError(f"synthetic render worker {j % len(self.procs)} (pid {proc.pid}) stopped at job {j} "
+                raise RuntimeError(f"synthetic render worker {k} (pid {proc.pid}) stopped at job {j} "
                                    f"with exit code {code}; see its error output above")
-            rgb = np.frombuffer(buf, np.uint8, n_rgb).reshape(h, w, 3)
-            depth = np.frombuffer(buf, np.float32, h * w, offset=n_rgb).reshape(h, w)
-            yield rgb, depth
+            yield item
 
     def close(self) -> None:
+        self._stop.set()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+        for thread in self.threads:
+            thread.join(timeout=5.0)
+        for proc in self.procs:
             if proc.stdout is not None:
                 proc.stdout.close()
 
 
 def _worker_main(args: Sequence[str]) -> None:
-    """Child side of :class:`_RenderWorkers`: render every ``step``-th job from ``start``, raw to stdout.
+    """Child side of :class:`_RenderWorkers`: render and encode every ``step``-th job from ``start``,
+    pickled (RGB PNG, depth PNG, DepthStats) to stdout.
 
     Arguments: base_seed num_train num_val height width start step hfov ("none" or "min,max" degrees)
     haze ("haze" or "nohaze").
     """
+    import pickle
     import sys
 
     base_seed, num_train, num_val, height, width, start, step = (int(a) for a in args[:7])
@@ -135,8 +202,9 @@ def _worker_main(args: Sequence[str]) -> None:
                                              seed=base_seed, hfov_deg=hfov_deg, haze=haze))
     for ref in _jobs(source)[start::step]:
         sample = render_scene(ref.key, height, width, hfov_deg, haze)
-        out.write(np.ascontiguousarray(sample["rgb"], np.uint8).tobytes())
-        out.write(np.ascontiguousarray(sample["depth_m"], np.float32).tobytes())
+        encoded = _encode_sample(sample["rgb"], sample["depth_m"], source.store_scale, source.max_depth_m, ref.name)
+        pickle.dump(encoded, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
     out.close()
 
 
@@ -145,14 +213,15 @@ def write_synthetic_dataset(cfg, output_dir: str, num_workers: Optional[int] = N
 
     ``cfg`` is a :class:`tfdepth.config.SyntheticConfig`. Sample ``i`` of a split is
     ``render_scene(sample_seed(cfg.seed, split, i))``; records are written in sample order, so the
-    files are the same for any ``num_workers`` (default: 2 render processes when there are two or
-    more CPU cores and at least 64 samples, else rendering in this process).
-    Returns the manifest (also written, last, to ``output_dir/manifest.json``).
+    files are the same for any ``num_workers`` (default :func:`default_num_workers`: one render process
+    per CPU core, each also encoding its PNGs, or rendering in this process for small datasets).
+    Progress (samples/s, ETA) is printed on stderr. Returns the manifest (also written, last, to
+    ``output_dir/manifest.json``).
     """
     _check_config(cfg)
     total = cfg.num_train + cfg.num_val
     if num_workers is None:
-        num_workers = 2 if (os.cpu_count() or 1) >= 2 and total >= 64 else 1
+        num_workers = default_num_workers(total)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     start = time.time()
@@ -164,20 +233,30 @@ def write_synthetic_dataset(cfg, output_dir: str, num_workers: Optional[int] = N
     if num_workers > 1:
         workers = _RenderWorkers(cfg.seed, cfg.num_train, cfg.num_val, cfg.height, cfg.width, num_workers,
                                  getattr(cfg, "hfov_deg", None), bool(getattr(cfg, "haze", True)))
-        arrays = iter(workers)
+        encoded = iter(workers)
     else:
         arrays = ((s.rgb.rgb, s.depth_m) for s in map(source.load, jobs))
+    import tensorflow  # noqa: F401  (the shards need it; imported while the workers render, before the progress
+    #                     clock starts, so the first rate and ETA are the rendering's)
     dataset = DatasetWriter(output_dir, name="synthetic", depth_scale=source.store_scale,
                             max_depth_m=source.max_depth_m, shuffle_seed=cfg.seed, source=source.describe())
     progress = Progress(f"synthetic dataset ({cfg.height}x{cfg.width}, {num_workers} process(es))", total, "sample")
+    progress.write(f"synthetic: generating {cfg.num_train} train + {cfg.num_val} val samples at "
+                   f"{cfg.height}x{cfg.width} into {output_dir} (once; reused while the settings are the same)")
     try:
         with dataset:
             for split in source.split_names():
                 writer = dataset.split(split, chunks=cfg.chunks if split == "train" else 1,
                                        max_records=cfg.records_per_shard)
                 for ref in source.refs(split):
-                    rgb, depth_m = next(arrays)
-                    writer.add(rgb, depth_m, source.sample_intrinsics(ref), name=ref.name)
+                    intrinsics = source.sample_intrinsics(ref)
+                    if workers is None:
+                        rgb, depth_m = next(arrays)
+                        writer.add(rgb, depth_m, intrinsics, name=ref.name)
+                    else:
+                        rgb_png, depth_png, stats = next(encoded)
+                        writer.add_encoded(EncodedSample(ref.name, rgb_png, "png", cfg.height, cfg.width, depth_png,
+                                                         intrinsics, stats))
                     progress.update()
                 dataset.finish_split(writer)
     finally:

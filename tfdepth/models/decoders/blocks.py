@@ -17,6 +17,8 @@ from typing import Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
+from tfdepth.models.layers import batch_norm as fused_batch_norm
+
 
 @keras.saving.register_keras_serializable(package="tfdepth")
 class BilinearResize(keras.layers.Layer):
@@ -94,7 +96,7 @@ def conv_bn_act(
         name=f"{name}_conv",
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)  # as the encoders (torch 0.1)
+        x = fused_batch_norm(momentum=0.9, name=f"{name}_bn")(x)  # as the encoders (torch 0.1)
     return activation_layer(activation, f"{name}_{activation}")(x)
 
 

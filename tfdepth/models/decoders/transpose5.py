@@ -27,8 +27,14 @@ from __future__ import annotations
 
 import keras
 
-from tfdepth.models.decoders.blocks import as_int_list, get_feature, match_size, static_hw
+from tfdepth.models.decoders.blocks import (
+    as_int_list,
+    get_feature,
+    match_size,
+    static_hw,
+)
 from tfdepth.models.decoders.heads import DepthActivation, check_head_activation
+from tfdepth.models.layers import batch_norm as fused_batch_norm
 
 NAME = "transpose5"
 
@@ -62,7 +68,7 @@ def transpose5(
         if targets[i] is not None:
             x = match_size(x, targets[i], name=f"{stage}_match")
         if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"{stage}_bn")(x)
+            x = fused_batch_norm(name=f"{stage}_bn")(x)
         x = keras.layers.ReLU(name=f"{stage}_relu")(x)
     z = keras.layers.Conv2DTranspose(1, kernel_size, strides=2, padding="same", dtype="float32", name="tconv5")(x)
     z = match_size(z, image_hw, name="tconv5_match", dtype="float32")

@@ -38,6 +38,7 @@ from tfdepth.models.encoders.common import (
     freeze_stages,
     parse_freeze,
 )
+from tfdepth.models.layers import batch_norm
 
 BASIC_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 BOTTLENECK_DEPTHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
@@ -67,7 +68,7 @@ def _conv(x, filters, kernel, stride, rate, name, use_bias):
 
 
 def _bn(x, name, eps):
-    return layers.BatchNormalization(axis=-1, momentum=0.9, epsilon=eps, name=name)(x)
+    return batch_norm(axis=-1, momentum=0.9, epsilon=eps, name=name)(x)
 
 
 def _stem(x, conv_name, bn_name, relu_name, pool_name, use_bias, eps):

@@ -66,6 +66,7 @@ from tfdepth.models.encoders.common import (
     parse_freeze,
 )
 from tfdepth.models.encoders.resnet import _conv, keras_stage_of
+from tfdepth.models.layers import batch_norm
 
 STACKS = {"resnet50v2": (3, 4, 6, 3)}
 STACK_FILTERS = (64, 128, 256, 512)
@@ -77,7 +78,7 @@ LOW_LEVEL = "block1_unit3_conv1"
 
 
 def _bn(x, name):
-    return layers.BatchNormalization(axis=-1, momentum=0.9, epsilon=EPS, name=name)(x)
+    return batch_norm(axis=-1, momentum=0.9, epsilon=EPS, name=name)(x)
 
 
 def _block_v2(x, filters, stride, rate, prefix, conv_shortcut):
