@@ -96,6 +96,9 @@ def test_mistakes_are_one_error_line_before_anything_trains(tmp_path, capsys):
     assert "nothing was trained" in err and not os.path.exists(out / "sid")
 
 
+SCHEDULE_CHANGED_AT_CPU_SCALE = {"densedepth": ["cosine"]}
+
+
 def test_every_recipe_resolves_at_cpu_scale_on_the_shared_split():
     common, recipes = catalogue.load_recipes()
     papers = catalogue.load_papers()
@@ -110,5 +113,9 @@ def test_every_recipe_resolves_at_cpu_scale_on_the_shared_split():
         # the recipe's own loss, optimiser and schedule shape
         assert [t.name for t in cfg.loss] == [t.name for t in own.loss], recipe.name
         assert cfg.train.optimizer.name == own.train.optimizer.name, recipe.name
-        assert [p.schedule.name for p in cfg.train.phases] == [p.schedule.name for p in own.train.phases], recipe.name
+        own_schedules = [p.schedule.name for p in own.train.phases]
+        # densedepth: the recipe's constant lr plateaus in a few hundred steps from scratch; its cpu scale
+        # decays it (cosine), said in its `scaled` text (recipes.yaml, issue 18)
+        own_schedules = SCHEDULE_CHANGED_AT_CPU_SCALE.get(recipe.name, own_schedules)
+        assert [p.schedule.name for p in cfg.train.phases] == own_schedules, recipe.name
         assert cfg.model.decoder == own.model.decoder and recipe.scaled and recipe.paper in papers
