@@ -27,7 +27,7 @@ def model_info(cfg) -> dict:
 
     from tfdepth.models.build import build_encoder, build_model
     from tfdepth.models.encoders.common import PARAM_COUNT_CONVENTION, encoder_parameter_count
-    from tfdepth.models.flops import forward_flops
+    from tfdepth.models.flops import forward_gflops_or_none
 
     keras.mixed_precision.set_global_policy("float32")
     model_cfg = dataclasses.replace(cfg.model, encoder_weights="none")  # counts do not need weights
@@ -43,16 +43,8 @@ def model_info(cfg) -> dict:
         "encoder_param_convention": PARAM_COUNT_CONVENTION[model_cfg.encoder],
         "input_shape": [None, *[int(s) for s in cfg.data.input_size], 3],
         "output_shapes": {k: [None, *[int(d) for d in v.shape[1:]]] for k, v in model.output.items()},
-        "forward_gflops": _gflops(forward_flops, model),
+        "forward_gflops": forward_gflops_or_none(model),
     }
-
-
-def _gflops(forward_flops, model):
-    """Forward GFLOPs per image, or None where the counter cannot see inside a layer (keras-hub ViT blocks)."""
-    try:
-        return round(forward_flops(model) / 1e9, 4)
-    except ValueError:
-        return None
 
 
 def registry_listing() -> str:

@@ -110,3 +110,12 @@ def _refuse_hidden_compute(layer) -> None:
 def forward_flops(model) -> int:
     """FLOPs per image = 2 x multiply-adds (see the module docstring)."""
     return 2 * forward_macs(model)
+
+
+def forward_gflops_or_none(model):
+    """Forward GFLOPs per image (4 decimals), or None where the counter cannot see inside a layer
+    (keras-hub ViT blocks: :func:`_refuse_hidden_compute`)."""
+    try:
+        return round(forward_flops(model) / 1e9, 4)
+    except ValueError:
+        return None

@@ -56,28 +56,19 @@ class TimingHook(Hook):
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
-            "python": platform.python_version()}
+    from tfdepth.bench.machine import cpu_info, load_average
+
+    cpu, load = cpu_info(), load_average()
+    return {"cpu": cpu.get("cpu_model") or platform.processor(), "cores": cpu["cpu_count"],
+            "load_average_1m": load[0] if load else None, "python": platform.python_version()}
 
 
-def model_stats(model, log=None) -> dict:
-    from tfdepth.models.flops import forward_flops
+def model_stats(model) -> dict:
+    from tfdepth.models.flops import forward_gflops_or_none
 
-    try:
-        gflops = round(forward_flops(model) / 1e9, 4)
-    except Exception as e:  # noqa: BLE001 -- a layer the counter cannot see into (keras-hub ViT blocks): null
-        print(f"forward GFLOPs not counted: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
-              file=log or sys.stderr)
-        gflops = None
     return {"params": int(model.count_params()),
             "trainable_params": int(sum(int(v.numpy().size) for v in model.trainable_variables)),
-            "forward_gflops": gflops}
+            "forward_gflops": forward_gflops_or_none(model)}
 
 
 def train_recipe(recipe: catalogue.Recipe, cfg: ExperimentConfig, workdir: str, scale: str,
@@ -107,7 +98,7 @@ def train_recipe(recipe: catalogue.Recipe, cfg: ExperimentConfig, workdir: str, 
         "workdir": os.path.basename(workdir),
         "input_size": [int(s) for s in cfg.data.input_size],
         "batch_size": cfg.train.batch_size,
-        **model_stats(trainer.train_step.model, log),
+        **model_stats(trainer.train_step.model),
         "steps": steps,
         "images": images,
         "train_seconds": round(seconds, 1),
