@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from tfdepth.models.layers import batch_norm as fused_batch_norm
+from tfdepth.models.layers import batch_norm as fused_batch_norm, conv2d
 
 
 @keras.saving.register_keras_serializable(package="tfdepth")
@@ -86,7 +86,7 @@ def conv_bn_act(
     ``kernel_initializer``: a Keras initializer name (``glorot_uniform``, Keras' default; ``he_normal``:
     truncated normal, std sqrt(2 / fan_in) / 0.88, what TF-slim's ``variance_scaling_initializer()`` gives).
     """
-    x = keras.layers.Conv2D(
+    x = conv2d(
         filters,
         kernel_size,
         padding="same",

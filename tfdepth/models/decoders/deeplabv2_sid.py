@@ -47,6 +47,7 @@ from __future__ import annotations
 import keras
 
 from tfdepth.models.decoders.blocks import BilinearResize, as_int_list, get_feature, static_hw
+from tfdepth.models.layers import conv2d
 from tfdepth.sid import (
     DEFAULT_ALPHA_M,
     DEFAULT_BETA_M,
@@ -103,7 +104,7 @@ def aspp_sum(x, num_classes: int, atrous_rates, branch_filters: int = 0, dropout
     for rate in atrous_rates:
         prefix = f"{name}_rate{rate}"
         if branch_filters > 0:
-            y = keras.layers.Conv2D(branch_filters, 3, padding="same", dilation_rate=rate, name=f"{prefix}_conv3x3")(x)
+            y = conv2d(branch_filters, 3, padding="same", dilation_rate=rate, name=f"{prefix}_conv3x3")(x)
             y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
             if dropout > 0:
                 y = keras.layers.Dropout(dropout, name=f"{prefix}_dropout1")(y)
@@ -113,7 +114,7 @@ def aspp_sum(x, num_classes: int, atrous_rates, branch_filters: int = 0, dropout
                 y = keras.layers.Dropout(dropout, name=f"{prefix}_dropout2")(y)
             y = keras.layers.Conv2D(num_classes, 1, dtype="float32", name=f"{prefix}_logits")(y)
         else:
-            y = keras.layers.Conv2D(num_classes, 3, padding="same", dilation_rate=rate, dtype="float32",
+            y = conv2d(num_classes, 3, padding="same", dilation_rate=rate, dtype="float32",
                                     name=f"{prefix}_logits")(x)
         branches.append(y)
     if len(branches) == 1:

@@ -38,7 +38,7 @@ from tfdepth.models.encoders.common import (
     freeze_stages,
     parse_freeze,
 )
-from tfdepth.models.layers import batch_norm
+from tfdepth.models.layers import batch_norm, conv2d
 
 BASIC_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 BOTTLENECK_DEPTHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
@@ -62,9 +62,7 @@ def _conv(x, filters, kernel, stride, rate, name, use_bias):
         padding = "valid"
     else:
         padding = "same" if pad > 0 else "valid"
-    return layers.Conv2D(
-        filters, kernel, strides=stride, padding=padding, dilation_rate=rate, use_bias=use_bias, name=name
-    )(x)
+    return conv2d(filters, kernel, strides=stride, padding=padding, dilation_rate=rate, use_bias=use_bias, name=name)(x)
 
 
 def _bn(x, name, eps):
