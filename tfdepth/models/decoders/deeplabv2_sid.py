@@ -114,8 +114,7 @@ def aspp_sum(x, num_classes: int, atrous_rates, branch_filters: int = 0, dropout
                 y = keras.layers.Dropout(dropout, name=f"{prefix}_dropout2")(y)
             y = keras.layers.Conv2D(num_classes, 1, dtype="float32", name=f"{prefix}_logits")(y)
         else:
-            y = conv2d(num_classes, 3, padding="same", dilation_rate=rate, dtype="float32",
-                                    name=f"{prefix}_logits")(x)
+            y = conv2d(num_classes, 3, padding="same", dilation_rate=rate, dtype="float32", name=f"{prefix}_logits")(x)
         branches.append(y)
     if len(branches) == 1:
         return branches[0]
