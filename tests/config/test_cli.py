@@ -30,7 +30,7 @@ def test_info_prints_no_tensorflow_noise_and_verbose_shows_it():
     assert not NOISE.search(quiet.stderr), quiet.stderr
     assert quiet.stderr.strip() == "", quiet.stderr
     info = json.loads(quiet.stdout)
-    assert info["model"] == "resnet34_unet_transpose" and info["output_shapes"]["depth"] == [None, 96, 128, 1]
+    assert info["model"] == "resnet34_unet_transpose" and info["output_shapes"]["depth"] == [None, 48, 64, 1]
     verbose = run("tfdepth", "info", "--config", CONFIG, "--verbose")
     assert verbose.returncode == 0, verbose.stderr
     assert json.loads(verbose.stdout) == info
@@ -43,7 +43,7 @@ def test_info_of_a_workdir_reads_its_config(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text((REPO_ROOT / CONFIG).read_text())
     assert main([str(tmp_path), "--set", "model.encoder=resnet18"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["model"] == "resnet18_unet_transpose" and info["input_shape"] == [None, 96, 128, 3]
+    assert info["model"] == "resnet18_unet_transpose" and info["input_shape"] == [None, 48, 64, 3]
     with pytest.raises(Exception, match="no config.yaml"):
         main([str(tmp_path / "missing")])
     with pytest.raises(SystemExit):

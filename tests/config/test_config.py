@@ -181,10 +181,10 @@ def test_doubtful_settings_warn_but_load():
     from tfdepth.config_checks import ConfigWarning
 
     path = str(REPO_ROOT / "configs/synthetic_unet_resnet34.yaml")
-    with pytest.warns(ConfigWarning, match=r"warmup_steps = 800 is as long as the whole phase \(about 750 step\(s\)\)"):
-        load_config(path, ["train.phases.0.schedule.args.warmup_steps=800"], warn=True)
-    with pytest.warns(ConfigWarning, match="validate_every_epochs = 11 but the run has 10 epoch"):
-        load_config(path, ["train.validate_every_epochs=11"], warn=True)
+    with pytest.warns(ConfigWarning, match=r"warmup_steps = 1900 is as long as the whole phase \(about 1800 step\(s\)\)"):
+        load_config(path, ["train.phases.0.schedule.args.warmup_steps=1900"], warn=True)
+    with pytest.warns(ConfigWarning, match="validate_every_epochs = 13 but the run has 12 epoch"):
+        load_config(path, ["train.validate_every_epochs=13"], warn=True)
 
 
 def test_loading_configs_does_not_import_tensorflow():
@@ -210,8 +210,8 @@ def test_train_with_a_bad_value_fails_fast_with_one_line(tmp_path):
 def test_commands_print_config_warnings_as_one_line():
     code = ("from tfdepth import cli\nfrom tfdepth.config import load_config\n"
             "cli.run_main(lambda argv: load_config('configs/synthetic_unet_resnet34.yaml', argv, warn=True),\n"
-            "             ['train.validate_every_epochs=11'])\n")
+            "             ['train.validate_every_epochs=13'])\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stderr.splitlines() == [
-        "warning: train.validate_every_epochs = 11 but the run has 10 epoch(s): validation runs only once, after "
+        "warning: train.validate_every_epochs = 13 but the run has 12 epoch(s): validation runs only once, after "
         "the last"], out.stderr

@@ -135,7 +135,8 @@ def test_config_checks_of_mode_and_multipliers():
     for sets, message in [
         (["train.optimizer.weight_decay_mode=l2"], "train.optimizer.weight_decay_mode: 'l2' is not allowed; "
                                                    "allowed: coupled, decoupled"),
-        (["train.optimizer.name=adamw"], "'coupled' contradicts optimizer 'adamw'"),
+        (["train.optimizer.name=adamw", "train.optimizer.weight_decay_mode=coupled"],
+         "'coupled' contradicts optimizer 'adamw'"),
         (["train.optimizer.lr_multipliers={head: 0.1}"], "train.optimizer.lr_multipliers (key): 'head' is not "
                                                          "allowed; allowed: encoder, decoder"),
         (["train.optimizer.lr_multipliers={encoder: -1}"], "train.optimizer.lr_multipliers.encoder: expected a "
