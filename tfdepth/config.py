@@ -116,6 +116,9 @@ class DataConfig:
     max_depth_m: float = 10.0  # depths above are invalid (pipeline, loss); also the depth head's scale
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     shuffle_buffer: int = 256
+    # true: the training split is decoded and resized once and kept in memory (N x H x W x 16 bytes at
+    # input_size), taken in the records' order and augmented anew each epoch; false: decoded every epoch
+    cache: bool = False
     deterministic: bool = False
     parallel_calls: int = -1  # -1 = tf.data.AUTOTUNE
 

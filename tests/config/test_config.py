@@ -181,10 +181,10 @@ def test_doubtful_settings_warn_but_load():
     from tfdepth.config_checks import ConfigWarning
 
     path = str(REPO_ROOT / "configs/synthetic_unet_resnet34.yaml")
-    with pytest.warns(ConfigWarning, match=r"warmup_steps = 1900 is as long as the whole phase \(about 1800 step\(s\)\)"):
-        load_config(path, ["train.phases.0.schedule.args.warmup_steps=1900"], warn=True)
-    with pytest.warns(ConfigWarning, match="validate_every_epochs = 13 but the run has 12 epoch"):
-        load_config(path, ["train.validate_every_epochs=13"], warn=True)
+    with pytest.warns(ConfigWarning, match=r"warmup_steps = 2000 is as long as the whole phase \(about 1950 step\(s\)\)"):
+        load_config(path, ["train.phases.0.schedule.args.warmup_steps=2000"], warn=True)
+    with pytest.warns(ConfigWarning, match="validate_every_epochs = 14 but the run has 13 epoch"):
+        load_config(path, ["train.validate_every_epochs=14"], warn=True)
 
 
 def test_loading_configs_does_not_import_tensorflow():

@@ -1,9 +1,12 @@
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfdepth.config import load_config
 from tfdepth.data import pipeline, shards
+from tfdepth.errors import UserError
 
 
 def data_cfg(directory, **overrides):
@@ -104,3 +107,38 @@ def test_eval_dataset_keeps_native_ground_truth(tiny_dataset):
     cfg.eval.gt_resolution = "input"
     _, depth = next(iter(pipeline.build_eval_dataset(cfg.data, cfg.eval, "val")))
     assert depth.shape == (2, 16, 16, 1)
+
+
+def test_cached_samples_give_the_batches_of_the_records(tiny_dataset):
+    # data.cache: the samples decoded once, then each epoch in the order the records would be read
+    # (the same shard shuffle, interleave and shuffle buffer): the very batches of the records path;
+    # another seed another order; the shards are not read again after the cache is filled
+    directory, manifest, samples = tiny_dataset
+    cfg = data_cfg(directory, **{"augment.hflip": 0.5, "cache": "true", "deterministic": "true"})
+    where = dict(data_dir=str(directory), manifest=manifest)  # as the trainer passes them (checked once)
+    cached = pipeline.cached_samples(cfg, "train", **where)
+
+    def epoch(seed, source=cached):
+        ds = pipeline.build_dataset(cfg, "train", batch_size=2, training=True, seed=seed, cached=source, **where)
+        return [np.concatenate([x.numpy() for x, _ in ds]), np.concatenate([y.numpy() for _, y in ds])]
+
+    a, c = epoch(3), epoch(4)
+    records = epoch(3, source=None)
+    assert a[1].shape == (8, 32, 48, 1)
+    for x, y in zip(a, records):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[1], c[1])
+    for f in shards.shard_paths(directory, manifest, "train"):  # damaged in the middle, same size
+        with open(f, "r+b") as fh:
+            fh.seek(os.path.getsize(f) // 2)
+            fh.write(b"\0" * 64)
+    np.testing.assert_array_equal(epoch(3)[1], a[1])  # from memory
+    with pytest.raises(tf.errors.DataLossError):  # what decoding the records again meets
+        pipeline.cached_samples(cfg, "train", **where)
+
+
+def test_cache_larger_than_half_the_memory_is_refused(tiny_dataset):
+    directory, _, _ = tiny_dataset
+    cfg = data_cfg(directory, cache="true", input_size="[30000, 30000]")  # 8 x 14 GB decoded
+    with pytest.raises(UserError, match=r"data.cache: true keeps 8 decoded 30000x30000 samples .* GiB.*data.cache: false"):
+        pipeline.cached_samples(cfg, "train")

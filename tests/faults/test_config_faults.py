@@ -65,9 +65,9 @@ def test_train_command_with_zero_epochs_exits_2_with_one_line(tmp_path):
 
 
 def test_load_warns_when_the_config_knows_the_step_count():
-    with pytest.warns(ConfigWarning, match=r"warmup_steps = 2000 is as long as the whole phase \(about 1800 step"):
+    with pytest.warns(ConfigWarning, match=r"warmup_steps = 2000 is as long as the whole phase \(about 1950 step"):
         load_config(CONFIG, ["train.phases.0.schedule.args.warmup_steps=2000"], warn=True)
-    with pytest.warns(ConfigWarning, match="validate_every_epochs = 20 but the run has 12 epoch"):
+    with pytest.warns(ConfigWarning, match="validate_every_epochs = 20 but the run has 13 epoch"):
         load_config(CONFIG, ["train.validate_every_epochs=20"], warn=True)
 
 

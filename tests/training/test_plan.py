@@ -145,7 +145,7 @@ def test_fewer_chunks_than_the_recipe_is_refused_before_training(data_dir, tmp_p
 
 
 @pytest.mark.parametrize("sets, message", [
-    (["train.phases.0.steps=100"], "train.phases[0]: give epochs or steps, not both (got epochs: 12, steps: 100)"),
+    (["train.phases.0.steps=100"], "train.phases[0]: give epochs or steps, not both (got epochs: 13, steps: 100)"),
     (["train.phases.0.epochs=null", "train.phases.0.steps=-1"], "train.phases[0].steps: expected an integer >= 0"),
     (["train.phases.0.min_chunks=10"], "train.phases[0].min_chunks: expected null unless chunks: each"),
     (["train.phases.0.chunks=each", "train.phases.0.min_chunks=0"], "train.phases[0].min_chunks: expected an integer"),

@@ -14,7 +14,9 @@ import tensorflow as tf
 
 from helpers import REPO_ROOT, write_tiny_dataset
 from tfdepth.config import load_config
+from tfdepth.training.checkpoint import RunCheckpoints
 from tfdepth.training.errors import TrainingError
+from tfdepth.training.hooks import Hook
 from tfdepth.training.loop import Trainer
 
 TINY = ["data.dataset=tfrecord", "data.input_size=[32, 32]", "model.encoder=resnet18", "train.batch_size=2",
@@ -168,3 +170,35 @@ def test_kill9_then_resume_matches_uninterrupted_run(chunked_data, tmp_path):
     ma = json.load(open(os.path.join(straight, "metrics.json")))
     mb = json.load(open(os.path.join(killed, "metrics.json")))
     assert ma["model"] == mb["model"]
+
+
+class _StopAt(Hook):
+    """Stops the run after the checkpoint of global step ``step`` (hooks given to Trainer run last)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, step):
+        if step.global_step == self.step:
+            raise KeyboardInterrupt(f"stopped at {self.step}")
+
+
+def test_cached_data_resumes_mid_epoch_exactly(chunked_data, tmp_path):
+    # data.cache: the split decoded once per chunk set, reshuffled each epoch; a mid-epoch checkpoint
+    # holds no iterator (its state would carry the decoded samples) and the resumed epoch skips the
+    # batches done: the same weights as the run that was not stopped
+    sets = ["data.cache=true", "data.deterministic=true", "train.deterministic=true", "train.checkpoint_every_steps=1",
+            "train.phases.0.epochs=1", "train.phases.1.epochs=1", "train.validate_every_epochs=0"]
+    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    Trainer(curriculum_cfg(chunked_data, *sets), straight).run()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(curriculum_cfg(chunked_data, *sets), stopped, hooks=[_StopAt(3)]).run()  # step 1 of chunk 1's 2
+    latest = tf.train.latest_checkpoint(os.path.join(stopped, "checkpoints"))
+    assert latest.endswith("-3") and not RunCheckpoints.has_iterator(latest)
+    trainer = Trainer(curriculum_cfg(chunked_data, *sets), stopped)
+    assert trainer.train_step.iterator_saveable is False
+    trainer.run()
+    a, b = final_state(straight), final_state(stopped)
+    assert a.keys() == b.keys() and int(a["global_step/.ATTRIBUTES/VARIABLE_VALUE"]) == 8
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -15,6 +15,7 @@ network input after augmentation; evaluation batches then carry f as a third ele
 from __future__ import annotations
 
 import math
+import os
 import sys
 from typing import Iterable, Optional, Tuple
 
@@ -266,12 +267,16 @@ def augment_pair(image: tf.Tensor, depth: tf.Tensor, aug: AugmentConfig, seed: t
     return image, depth
 
 
-def record_dataset(files, training: bool, seed: int = 0, deterministic: bool = True) -> tf.data.Dataset:
+def record_dataset(files, training: bool, seed: int = 0, deterministic: bool = True,
+                   interleave: bool = True) -> tf.data.Dataset:
     """The serialised records of shard ``files`` in the order :func:`build_dataset` reads them
-    (``training``: the shard order shuffled by ``seed``; then up to four shards interleaved record by record)."""
+    (``training``: the shard order shuffled by ``seed``; then up to four shards interleaved record by
+    record; ``interleave=False``: one shard after the other)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+    if not interleave:
+        return ds.flat_map(tf.data.TFRecordDataset)
     return ds.interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(len(files), 4),
@@ -290,6 +295,66 @@ def first_records(data_dir: str, manifest: dict, split: str, count: int) -> list
     return [records.decode_example_numpy(r.numpy()) for r in record_dataset(files, False).take(int(count))]
 
 
+def _decoder(data_cfg: DataConfig, depth_at_input_size: bool = True):
+    """serialised record -> (image, depth, intrinsics) at the input size (``data.input_size``; None /
+    [] keeps the stored size), depths above ``max_depth_m`` or not finite set to 0."""
+    size = tuple(int(s) for s in data_cfg.input_size) if data_cfg.input_size else None
+    max_depth, resize_mode = float(data_cfg.max_depth_m), data_cfg.resize_mode
+
+    def decode(serialized):
+        example = records.parse_example(serialized)
+        image, depth, intrinsics = example["image"], example["depth"], example["intrinsics"]
+        if size is not None:
+            intrinsics = resize_intrinsics(intrinsics, tf.shape(image)[:2], size, resize_mode)
+            image, depth = resize_pair(image, depth, size, resize_mode, resize_depth=depth_at_input_size)
+        depth = tf.where(tf.math.is_finite(depth) & (depth <= max_depth), depth, 0.0)
+        return image, depth, intrinsics
+
+    return decode
+
+
+def _shard_counts(manifest: dict, split: str, chunks: Optional[Iterable[int]] = None) -> list:
+    """Record counts of the shards of ``split`` (``chunks``), in :func:`tfdepth.data.shards.shard_paths`' order."""
+    wanted = None if chunks is None else set(int(c) for c in chunks)
+    return [int(s["count"]) for s in manifest["shards"]
+            if s["split"] == split and (wanted is None or int(s["chunk"]) in wanted)]
+
+
+def cached_samples(data_cfg: DataConfig, split: str, chunks: Optional[Iterable[int]] = None,
+                   data_dir: Optional[str] = None, manifest: Optional[dict] = None) -> tf.data.Dataset:
+    """(image, depth, intrinsics) of every sample of ``split`` (``chunks``) in the shards' order,
+    decoded and resized to the input size once (here) and then kept in memory (``data.cache``):
+    :func:`build_dataset` takes them in the order it would read the records, without decoding again.
+    Refused when the decoded samples would need more than half of the machine's memory."""
+    if data_dir is None or manifest is None:
+        data_dir, manifest = resolve_dataset(data_cfg)
+    count = shards.split_count(manifest, split, chunks)
+    h, w = (int(s) for s in data_cfg.input_size) if data_cfg.input_size else manifest.get("image_size") or (0, 0)
+    needed = count * h * w * (3 + 1) * 4
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available // 2:
+        raise UserError(f"data.cache: true keeps {count} decoded {h}x{w} samples of {data_dir} in memory, "
+                        f"{needed / 2**30:.1f} GiB, more than half of this machine's {available / 2**30:.1f} GiB; "
+                        "set data.cache: false (decode every epoch) or a smaller data.input_size")
+    parallel = AUTOTUNE if data_cfg.parallel_calls < 0 else data_cfg.parallel_calls
+    files = shards.shard_paths(data_dir, manifest, split, chunks)
+    ds = record_dataset(files, False, interleave=False).map(_decoder(data_cfg), num_parallel_calls=parallel,
+                                                             deterministic=True).cache()
+    ds.reduce(0, lambda n, _: n + 1)  # fill the cache now: epochs read it from several places at once
+    return ds
+
+
+def _cached_records(cached: tf.data.Dataset, counts: list, training: bool, seed: int) -> tf.data.Dataset:
+    """The samples of ``cached`` (the shards' records one shard after the other, ``counts`` each) in
+    the order :func:`record_dataset` reads the shards: the same shard shuffle and interleave."""
+    offsets = [sum(counts[:i]) for i in range(len(counts))]
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(offsets, tf.int64), tf.constant(counts, tf.int64)))
+    if training:
+        ds = ds.shuffle(len(counts), seed=seed, reshuffle_each_iteration=False)
+    return ds.interleave(lambda offset, n: cached.skip(offset).take(n), cycle_length=min(len(counts), 4),
+                         block_length=1, num_parallel_calls=min(len(counts), 4), deterministic=True)
+
+
 def build_dataset(
     data_cfg: DataConfig,
     split: str,
@@ -303,6 +368,7 @@ def build_dataset(
     depth_at_input_size: bool = True,
     canonical_focal_px: Optional[float] = None,
     with_focal: bool = False,
+    cached: Optional[tf.data.Dataset] = None,
 ) -> tf.data.Dataset:
     """Batches of (image [B,H,W,3] in [0,1], depth [B,H,W,1] metres) from the shards of ``split``.
 
@@ -315,35 +381,33 @@ def build_dataset(
     above ``max_depth_m`` are invalid, the depth head cannot reach them); otherwise a zoom divides the
     depth by s. ``with_focal``: elements are (image, depth, f [B]) (evaluation of a canonical model:
     the metric ground truth and the focal length its prediction is scaled by).
+    ``cached``: the same split and chunks as :func:`cached_samples` gives them (``data.cache``); then
+    the samples come from memory instead of from the records, in the same order (the same batches
+    where the records' order is deterministic: ``data.deterministic``).
     One call is one pass over the data (one epoch); build a new dataset with another seed per epoch.
     """
     if data_dir is None or manifest is None:
         data_dir, manifest = resolve_dataset(data_cfg)
-    files = shards.shard_paths(data_dir, manifest, split, chunks)
     deterministic = data_cfg.deterministic or training is False
     parallel = AUTOTUNE if data_cfg.parallel_calls < 0 else data_cfg.parallel_calls
-    size = tuple(int(s) for s in data_cfg.input_size) if data_cfg.input_size else None
     options = tf.data.Options()
     options.deterministic = deterministic
     options.experimental_optimization.map_parallelization = True
 
-    ds = record_dataset(files, training, seed, deterministic)
+    if cached is not None:
+        ds = _cached_records(cached, _shard_counts(manifest, split, chunks), training, seed)
+    else:
+        ds = record_dataset(shards.shard_paths(data_dir, manifest, split, chunks), training, seed, deterministic)
     if training and data_cfg.shuffle_buffer > 1:
-        # Shuffle serialised records (cheap to hold) before decoding.
+        # Shuffle serialised records (cheap to hold) before decoding, or the cached samples' references.
         ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=False)
     ds = ds.enumerate()
 
     aug = data_cfg.augment
     max_depth = float(data_cfg.max_depth_m)
-    resize_mode = data_cfg.resize_mode
+    decode = _decoder(data_cfg, depth_at_input_size)
 
-    def parse(index, serialized):
-        example = records.parse_example(serialized)
-        image, depth, intrinsics = example["image"], example["depth"], example["intrinsics"]
-        if size is not None:
-            intrinsics = resize_intrinsics(intrinsics, tf.shape(image)[:2], size, resize_mode)
-            image, depth = resize_pair(image, depth, size, resize_mode, resize_depth=depth_at_input_size)
-        depth = tf.where(tf.math.is_finite(depth) & (depth <= max_depth), depth, 0.0)
+    def finish(index, image, depth, intrinsics):
         if training:
             image, depth, intrinsics, zoom = augment_sample(image, depth, intrinsics, aug,
                                                             tf.stack([tf.cast(seed, tf.int64), index]))
@@ -363,7 +427,12 @@ def build_dataset(
             return image, depth
         return image, depth, focal
 
-    ds = ds.map(parse, num_parallel_calls=parallel, deterministic=deterministic)
+    if cached is not None:
+        ds = ds.map(lambda index, sample: finish(index, *sample), num_parallel_calls=parallel,
+                    deterministic=deterministic)
+    else:
+        ds = ds.map(lambda index, serialized: finish(index, *decode(serialized)), num_parallel_calls=parallel,
+                    deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
     return ds.prefetch(AUTOTUNE).with_options(options)
 

@@ -72,39 +72,91 @@ def reachable_taps(kernel_size: int, rate: int, size) -> slice:
     return slice(half - reach, half + reach + 1)
 
 
+# A convolution whose output map has at most this many pixels, and whose kernel reads at least this many
+# values per output pixel (kh * kw * input channels), runs as one matrix product (:func:`im2col_conv`).
+SMALL_MAP_PIXELS = 4
+SMALL_MAP_MIN_DEPTH = 2048
+
+
+def im2col_conv(x, kernel, strides, padding: str):
+    """``tf.nn.conv2d(x, kernel, strides, padding)`` (NHWC, dilation 1) as one matrix product: the
+    kh x kw shifted (strided) views of the padded input side by side along the channels, times the
+    kernel reshaped to ``[kh * kw * in, out]``. The same numbers as the convolution (up to the order
+    of the sums); its gradients are matrix products and slices. Needs a static height and width."""
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if padding == "same":
+        ho, wo = -(-h // sh), -(-w // sw)
+        ph, pw = max((ho - 1) * sh + kh - h, 0), max((wo - 1) * sw + kw - w, 0)
+        x = tf.pad(x, [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]])
+    else:
+        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    views = [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :] for i in range(kh) for j in range(kw)]
+    cols = views[0] if len(views) == 1 else tf.concat(views, axis=-1)
+    y = tf.matmul(tf.reshape(cols, [-1, kh * kw * cin]), tf.reshape(kernel, [kh * kw * cin, cout]))
+    return tf.reshape(y, [-1, ho, wo, cout])
+
+
+def _small_map(inputs, kernel, strides, padding: str) -> bool:
+    """Whether :func:`im2col_conv` is the faster way (see :class:`Conv2D`)."""
+    h, w = inputs.shape[1], inputs.shape[2]
+    if h is None or w is None:
+        return False
+    kh, kw, cin, _ = kernel.shape
+    if padding == "same":
+        ho, wo = -(-h // strides[0]), -(-w // strides[1])
+    else:
+        ho, wo = (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1
+    return ho * wo <= SMALL_MAP_PIXELS and kh * kw * cin >= SMALL_MAP_MIN_DEPTH
+
+
 @keras.saving.register_keras_serializable(package="tfdepth")
 class Conv2D(keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` that skips the taps of an atrous ("same", stride 1) kernel that can only
-    read zero padding: exact, same variables, and much faster where DeepLab's large rates meet small
-    feature maps. A 3x3 conv at rate 12 on a 3x4 map (ASPP at output stride 16 on a 48x64 input) is a
-    1x1 conv with the kernel's centre; at rate 6 on a 6x8 map only the centre row remains (a 1x3 conv
-    at rate 6 along the width). oneDNN runs such dilated convolutions over the whole padded map: the
-    DeepLabv3+ training step at 48x64 spent 2/3 of its time in them (issue 18).
+    """``keras.layers.Conv2D`` with two exact shortcuts oneDNN lacks; same variables, same numbers (up
+    to the order of float sums).
 
-    Applies when the input's height / width are known when the layer is traced (training, fixed-size
-    exports); with an unknown size the full kernel runs. The skipped taps get a zero gradient, what
-    they get from the full convolution too. Class name kept (``.weights.h5`` keys layers by it, as
-    :class:`BatchNormalization`); serialized as ``tfdepth>Conv2D``.
+    1. Skips the taps of an atrous ("same", stride 1) kernel that can only read zero padding (much
+       faster where DeepLab's large rates meet small feature maps). A 3x3 conv at rate 12 on a 3x4
+       map (ASPP at output stride 16 on a 48x64 input) is a 1x1 conv with the kernel's centre; at
+       rate 6 on a 6x8 map only the centre row remains (a 1x3 conv at rate 6 along the width).
+       oneDNN runs such dilated convolutions over the whole padded map: the DeepLabv3+ training step
+       at 48x64 spent 2/3 of its time in them (issue 18). The skipped taps get a zero gradient, what
+       they get from the full convolution too.
+    2. Runs a convolution (dilation 1, after 1.) whose output map has at most ``SMALL_MAP_PIXELS``
+       pixels and whose kernel is deep (``kh * kw * in >= SMALL_MAP_MIN_DEPTH``) as one matrix
+       product (:func:`im2col_conv`): a ResNet's last stage at a 48x64 input (2x2 maps, 512-2048
+       channels), where oneDNN's convolution and its two gradients are weight-bound and ran
+       1.7-2.0x slower than the matrix products (forward + both gradients, batch 8, 2-core Xeon;
+       at 3x4 or 4x4 maps and at 256 channels oneDNN's convolution is as fast or faster; measured in
+       docs/benchmarks.md). The main job's training step: -13 % time.
+
+    Both apply when the input's height / width are known when the layer is traced (training,
+    fixed-size exports); with an unknown size the full convolution runs. Class name kept
+    (``.weights.h5`` keys layers by it, as :class:`BatchNormalization`); serialized as
+    ``tfdepth>Conv2D``.
     """
 
     def convolution_op(self, inputs, kernel):
-        if self.padding != "same" or max(self.strides) > 1 or max(self.dilation_rate) <= 1 \
-                or self.data_format != "channels_last":
+        if self.data_format != "channels_last" or self.groups != 1:
             return super().convolution_op(inputs, kernel)
-        rows, cols = (reachable_taps(k, r, n) for k, r, n in
-                      zip(self.kernel_size, self.dilation_rate, inputs.shape[1:3]))
-        if (rows.stop - rows.start, cols.stop - cols.start) == tuple(self.kernel_size):
+        strides, rates, padding = tuple(self.strides), tuple(self.dilation_rate), self.padding
+        if padding == "same" and max(strides) == 1 and max(rates) > 1:
+            rows, cols = (reachable_taps(k, r, n) for k, r, n in
+                          zip(self.kernel_size, rates, inputs.shape[1:3]))
+            kernel = kernel[rows, cols]
+            rates = tuple(r if s.stop - s.start > 1 else 1 for r, s in zip(rates, (rows, cols)))
+        if max(rates) == 1 and _small_map(inputs, kernel, strides, padding):
+            return im2col_conv(inputs, kernel, strides, padding)
+        if tuple(kernel.shape[:2]) == tuple(self.kernel_size) and rates == tuple(self.dilation_rate):
             return super().convolution_op(inputs, kernel)
-        rates = [r if s.stop - s.start > 1 else 1 for r, s in zip(self.dilation_rate, (rows, cols))]
-        return keras.ops.conv(inputs, kernel[rows, cols], strides=1, padding="same", dilation_rate=rates,
+        return keras.ops.conv(inputs, kernel, strides=strides, padding=padding, dilation_rate=rates,
                               data_format="channels_last")
 
 
-def conv2d(filters: int, kernel_size, dilation_rate=1, **kwargs) -> keras.layers.Conv2D:
-    """The Conv2D every tfdepth encoder and decoder builds: :class:`Conv2D` when it is atrous, Keras'
-    own otherwise (so plain convolutions serialize as stock Keras layers)."""
-    atrous = max(dilation_rate if isinstance(dilation_rate, (tuple, list)) else (dilation_rate,)) > 1
-    return (Conv2D if atrous else keras.layers.Conv2D)(filters, kernel_size, dilation_rate=dilation_rate, **kwargs)
+def conv2d(filters: int, kernel_size, **kwargs) -> keras.layers.Conv2D:
+    """The Conv2D every tfdepth encoder and decoder builds (:class:`Conv2D`; ``kwargs``: Keras')."""
+    return Conv2D(filters, kernel_size, **kwargs)
 
 
 def batch_norm(**kwargs) -> keras.layers.BatchNormalization:

@@ -152,13 +152,14 @@ class HistoryHook(Hook):
 
 class CheckpointHook(Hook):
     """A checkpoint (with ``history.json``) after every unit and every ``every`` global steps within a
-    unit (0 = never); a mid-epoch one holds the data iterator (not under a strategy: a distributed
-    iterator cannot be saved, a resumed unit skips the batches done instead)."""
+    unit (0 = never); a mid-epoch one holds the data iterator when ``save_iterator`` (not under a
+    strategy: a distributed iterator cannot be saved; nor over ``data.cache``: its state would hold the
+    decoded split; a resumed unit skips the batches done instead)."""
 
     def __init__(self, checkpoints: RunCheckpoints, history: History, global_step: tf.Variable, every: int,
-                 distributed: bool):
+                 save_iterator: bool):
         self.checkpoints, self.history, self.global_step = checkpoints, history, global_step
-        self.every, self.distributed = every, distributed
+        self.every, self.save_iterator = every, save_iterator
 
     def save(self, iterator=None) -> str:
         """History, then the checkpoint (numbered by global step); with ``iterator``, a mid-epoch save.
@@ -171,7 +172,7 @@ class CheckpointHook(Hook):
 
     def on_step_end(self, step):
         if self.every and step.global_step % self.every == 0 and not step.last_of_unit:
-            self.save(None if self.distributed else step.iterator)
+            self.save(step.iterator if self.save_iterator else None)
 
     def on_epoch_end(self, epoch):
         self.save()

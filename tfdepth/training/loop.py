@@ -94,7 +94,7 @@ class Trainer:
         self.writer = tf.summary.create_file_writer(os.path.join(self.save_dir, "tensorboard"))
         self.validator = Validator(cfg, step.model, step.data_dir, step.manifest)
         checkpoint_hook = CheckpointHook(self.checkpoints, self.history, step.global_step, tcfg.checkpoint_every_steps,
-                                         step.distributed)
+                                         step.iterator_saveable)
         self.hooks = [
             LoggingHook(self.writer, tcfg.batch_size, tcfg.log_every_steps, self.log),
             ImageSummaryHook(self.writer, step.model, 0 if step.distributed else tcfg.image_summary_every_steps,
@@ -153,10 +153,11 @@ class Trainer:
         for unit in self.units[start_unit:]:
             first_step = start_step if unit.index == start_unit else 0
             # Mid-epoch resume restores the saved iterator state where the checkpoint has one; a
-            # distributed iterator cannot be checkpointed, so there the unit's seeded dataset skips
+            # distributed iterator cannot be checkpointed, nor one over data.cache (see
+            # TrainStep.iterator_saveable), so there the unit's seeded dataset skips
             # the batches already trained on (the same batches: the unit's shuffle and augmentation are
             # seeded; with data.deterministic the interleave order is fixed too).
-            restore_iterator = bool(first_step) and not train_step.distributed and RunCheckpoints.has_iterator(resume)
+            restore_iterator = bool(first_step) and train_step.iterator_saveable and RunCheckpoints.has_iterator(resume)
             ds = train_step.build_dataset(unit, skip_steps=0 if restore_iterator else first_step)
             iterator = iter(train_step.distribute(ds))
             if restore_iterator:

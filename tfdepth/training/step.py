@@ -41,8 +41,10 @@ class TrainStep:
     one on first use) and builds model, optimiser and ``global_step`` in the strategy's scope.
 
     Public attributes: ``cfg``, ``strategy``, ``distributed``, ``model``, ``optimizer``,
-    ``loss_fn``, ``global_step`` (int64 variable, incremented by every call), ``data_dir`` and
-    ``manifest``.
+    ``loss_fn``, ``global_step`` (int64 variable, incremented by every call), ``data_dir``,
+    ``manifest`` and ``iterator_saveable`` (whether a mid-epoch checkpoint can hold the data iterator:
+    not a distributed one, which cannot be saved, nor one over ``data.cache``, whose state would carry
+    the decoded split; a resumed epoch then skips the batches already trained on).
     """
 
     def __init__(self, cfg: ExperimentConfig, strategy: Optional[tf.distribute.Strategy] = None):
@@ -50,6 +52,8 @@ class TrainStep:
         self.cfg = cfg
         self.strategy = strategy if strategy is not None else make_strategy(tcfg.strategy)
         self.distributed = tcfg.strategy != "default"
+        self.iterator_saveable = not self.distributed and not cfg.data.cache
+        self._cached = {}  # chunks -> pipeline.cached_samples (data.cache)
         if tcfg.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(tcfg.seed)
@@ -96,9 +100,16 @@ class TrainStep:
         """The unit's batches (shuffle and augmentation seeded by the unit), without its first
         ``skip_steps`` batches; sharded by element under a strategy."""
         seed = self.cfg.train.seed * 100003 + unit.index
-        ds = pipeline.build_dataset(self.cfg.data, self.cfg.data.train_split, self.cfg.train.batch_size, training=True,
-                                    chunks=unit.chunks, seed=seed, data_dir=self.data_dir, manifest=self.manifest,
-                                    canonical_focal_px=pipeline.canonical_focal(self.cfg))
+        data, split = self.cfg.data, self.cfg.data.train_split
+        cached = None
+        if data.cache:
+            key = None if unit.chunks is None else tuple(unit.chunks)
+            if key not in self._cached:
+                self._cached[key] = pipeline.cached_samples(data, split, unit.chunks, self.data_dir, self.manifest)
+            cached = self._cached[key]
+        ds = pipeline.build_dataset(data, split, self.cfg.train.batch_size, training=True, chunks=unit.chunks,
+                                    seed=seed, data_dir=self.data_dir, manifest=self.manifest,
+                                    canonical_focal_px=pipeline.canonical_focal(self.cfg), cached=cached)
         ds = ds.take(unit.steps).skip(skip_steps)
         if self.distributed:
             # Shard by element: a chunk may hold fewer shard files than there are workers.

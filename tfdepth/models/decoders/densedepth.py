@@ -50,6 +50,7 @@ import keras
 
 from tfdepth.models.decoders.blocks import conv_bn_act, get_feature, resize_to, static_hw
 from tfdepth.models.decoders.heads import check_head_activation, depth_head, depth_norm_head
+from tfdepth.models.layers import conv2d
 
 NAME = "densedepth"
 REGRESS = ("depth_norm", "depth")
@@ -85,7 +86,7 @@ def densedepth(
 
     top = get_feature(features, "P5", NAME)
     width = int(int(top.shape[-1]) * float(decoder_width))
-    x = keras.layers.Conv2D(width, 1, padding="same", name="conv2")(top)
+    x = conv2d(width, 1, padding="same", name="conv2")(top)
 
     stage_outputs = []
     for i, skip_name in enumerate(skips):

@@ -91,7 +91,7 @@ def _basic_block(x, filters, stride, rate, prefix, eps=1e-5):
     y = _conv(y, filters, 3, 1, rate, f"{prefix}_conv2", False)
     y = _bn(y, f"{prefix}_bn2", eps)
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{prefix}_downsample_0")(x)
+        shortcut = conv2d(filters, 1, strides=stride, use_bias=False, name=f"{prefix}_downsample_0")(x)
         shortcut = _bn(shortcut, f"{prefix}_downsample_1", eps)
     y = layers.Add(name=f"{prefix}_add")([y, shortcut])
     return layers.ReLU(name=f"{prefix}_out")(y)
@@ -129,18 +129,18 @@ def build_basic_resnet(name, input_shape, output_stride=32) -> keras.Model:
 
 def _bottleneck_block(x, filters, stride, rate, prefix, conv_shortcut, stride_on_1x1, eps):
     if conv_shortcut:
-        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{prefix}_0_conv")(x)
+        shortcut = conv2d(4 * filters, 1, strides=stride, name=f"{prefix}_0_conv")(x)
         shortcut = _bn(shortcut, f"{prefix}_0_bn", eps)
     else:
         shortcut = x
     s1, s3 = (stride, 1) if stride_on_1x1 else (1, stride)
-    y = layers.Conv2D(filters, 1, strides=s1, name=f"{prefix}_1_conv")(x)
+    y = conv2d(filters, 1, strides=s1, name=f"{prefix}_1_conv")(x)
     y = _bn(y, f"{prefix}_1_bn", eps)
     y = layers.Activation("relu", name=f"{prefix}_1_relu")(y)
     y = _conv(y, filters, 3, s3, rate, f"{prefix}_2_conv", True)
     y = _bn(y, f"{prefix}_2_bn", eps)
     y = layers.Activation("relu", name=f"{prefix}_2_relu")(y)
-    y = layers.Conv2D(4 * filters, 1, name=f"{prefix}_3_conv")(y)
+    y = conv2d(4 * filters, 1, name=f"{prefix}_3_conv")(y)
     y = _bn(y, f"{prefix}_3_bn", eps)
     y = layers.Add(name=f"{prefix}_add")([shortcut, y])
     return layers.Activation("relu", name=f"{prefix}_out")(y)

@@ -66,7 +66,7 @@ from tfdepth.models.encoders.common import (
     parse_freeze,
 )
 from tfdepth.models.encoders.resnet import _conv, keras_stage_of
-from tfdepth.models.layers import batch_norm
+from tfdepth.models.layers import batch_norm, conv2d
 
 STACKS = {"resnet50v2": (3, 4, 6, 3)}
 STACK_FILTERS = (64, 128, 256, 512)
@@ -84,16 +84,16 @@ def _bn(x, name):
 def _block_v2(x, filters, stride, rate, prefix, conv_shortcut):
     preact = layers.Activation("relu", name=f"{prefix}_preact_relu")(_bn(x, f"{prefix}_preact_bn"))
     if conv_shortcut:
-        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{prefix}_0_conv")(preact)
+        shortcut = conv2d(4 * filters, 1, strides=stride, name=f"{prefix}_0_conv")(preact)
     elif stride > 1:
         shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{prefix}_0_pool")(x)
     else:
         shortcut = x
-    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}_1_conv")(preact)
+    y = conv2d(filters, 1, use_bias=False, name=f"{prefix}_1_conv")(preact)
     y1 = layers.Activation("relu", name=f"{prefix}_1_relu")(_bn(y, f"{prefix}_1_bn"))
     y = _conv(y1, filters, 3, stride, rate, f"{prefix}_2_conv", False)
     y = layers.Activation("relu", name=f"{prefix}_2_relu")(_bn(y, f"{prefix}_2_bn"))
-    y = layers.Conv2D(4 * filters, 1, name=f"{prefix}_3_conv")(y)
+    y = conv2d(4 * filters, 1, name=f"{prefix}_3_conv")(y)
     return layers.Add(name=f"{prefix}_out")([shortcut, y]), preact, y1
 
 
