@@ -210,8 +210,8 @@ def test_train_with_a_bad_value_fails_fast_with_one_line(tmp_path):
 def test_commands_print_config_warnings_as_one_line():
     code = ("from tfdepth import cli\nfrom tfdepth.config import load_config\n"
             "cli.run_main(lambda argv: load_config('configs/synthetic_unet_resnet34.yaml', argv, warn=True),\n"
-            "             ['train.validate_every_epochs=13'])\n")
+            "             ['train.validate_every_epochs=14'])\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stderr.splitlines() == [
-        "warning: train.validate_every_epochs = 13 but the run has 12 epoch(s): validation runs only once, after "
+        "warning: train.validate_every_epochs = 14 but the run has 13 epoch(s): validation runs only once, after "
         "the last"], out.stderr

@@ -106,7 +106,8 @@ def test_truncated_shard_is_named_by_training_and_by_inspect(tmp_path, capsys):
     assert "train-00001.tfrecord" in err and "train-00000.tfrecord" not in err
 
 
-def test_corrupted_record_is_named_by_scan_and_by_training(tmp_path, capsys):
+@pytest.mark.parametrize("cache", ["true", "false"])  # decoded once into memory, or every epoch
+def test_corrupted_record_is_named_by_scan_and_by_training(tmp_path, capsys, cache):
     directory = _dataset(tmp_path, num_train=8)
     path = directory / "train-00001.tfrecord"
     start, length = _record_offsets(path)[2]
@@ -118,7 +119,7 @@ def test_corrupted_record_is_named_by_scan_and_by_training(tmp_path, capsys):
     assert "train-00001.tfrecord: SHA-256 differs from the manifest's" in err and "record 2 cannot be read" in err
     assert "train-00000.tfrecord" not in err
     # training passes the cheap start check (sizes, counts) and meets the damage while reading
-    status, err = _train(directory, tmp_path / "run", capsys, "data.shuffle_buffer=1")
+    status, err = _train(directory, tmp_path / "run", capsys, "data.shuffle_buffer=1", f"data.cache={cache}")
     assert status == 2, err
     assert "train-00001.tfrecord: record 2 cannot be read (corrupted record" in err and "Traceback" not in err
 

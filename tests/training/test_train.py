@@ -186,8 +186,9 @@ class _StopAt(Hook):
 def test_cached_data_resumes_mid_epoch_exactly(chunked_data, tmp_path):
     # data.cache: the split decoded once per chunk set, reshuffled each epoch; a mid-epoch checkpoint
     # holds no iterator (its state would carry the decoded samples) and the resumed epoch skips the
-    # batches done: the same weights as the run that was not stopped
-    sets = ["data.cache=true", "data.deterministic=true", "train.deterministic=true", "train.checkpoint_every_steps=1",
+    # batches done: the same weights as the run that was not stopped (to float round-off: op determinism,
+    # train.deterministic, is process-wide once on and would leak into other tests of this process)
+    sets = ["data.cache=true", "data.deterministic=true", "train.checkpoint_every_steps=1",
             "train.phases.0.epochs=1", "train.phases.1.epochs=1", "train.validate_every_epochs=0"]
     straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
     Trainer(curriculum_cfg(chunked_data, *sets), straight).run()
@@ -201,4 +202,4 @@ def test_cached_data_resumes_mid_epoch_exactly(chunked_data, tmp_path):
     a, b = final_state(straight), final_state(stopped)
     assert a.keys() == b.keys() and int(a["global_step/.ATTRIBUTES/VARIABLE_VALUE"]) == 8
     for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)

@@ -105,7 +105,10 @@ class TrainStep:
         if data.cache:
             key = None if unit.chunks is None else tuple(unit.chunks)
             if key not in self._cached:
-                self._cached[key] = pipeline.cached_samples(data, split, unit.chunks, self.data_dir, self.manifest)
+                try:
+                    self._cached[key] = pipeline.cached_samples(data, split, unit.chunks, self.data_dir, self.manifest)
+                except tf.errors.DataLossError as e:  # name the damaged shard (TensorFlow's message does not)
+                    raise pipeline.read_error(e, self.data_dir, self.manifest, split, unit.chunks) from None
             cached = self._cached[key]
         ds = pipeline.build_dataset(data, split, self.cfg.train.batch_size, training=True, chunks=unit.chunks,
                                     seed=seed, data_dir=self.data_dir, manifest=self.manifest,
