@@ -313,13 +313,6 @@ def _decoder(data_cfg: DataConfig, depth_at_input_size: bool = True):
     return decode
 
 
-def _shard_counts(manifest: dict, split: str, chunks: Optional[Iterable[int]] = None) -> list:
-    """Record counts of the shards of ``split`` (``chunks``), in :func:`tfdepth.data.shards.shard_paths`' order."""
-    wanted = None if chunks is None else set(int(c) for c in chunks)
-    return [int(s["count"]) for s in manifest["shards"]
-            if s["split"] == split and (wanted is None or int(s["chunk"]) in wanted)]
-
-
 def cached_samples(data_cfg: DataConfig, split: str, chunks: Optional[Iterable[int]] = None,
                    data_dir: Optional[str] = None, manifest: Optional[dict] = None) -> tf.data.Dataset:
     """(image, depth, intrinsics) of every sample of ``split`` (``chunks``) in the shards' order,
@@ -395,7 +388,7 @@ def build_dataset(
     options.experimental_optimization.map_parallelization = True
 
     if cached is not None:
-        ds = _cached_records(cached, _shard_counts(manifest, split, chunks), training, seed)
+        ds = _cached_records(cached, shards.shard_counts(manifest, split, chunks), training, seed)
     else:
         ds = record_dataset(shards.shard_paths(data_dir, manifest, split, chunks), training, seed, deterministic)
     if training and data_cfg.shuffle_buffer > 1:

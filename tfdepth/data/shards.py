@@ -306,10 +306,15 @@ def shard_paths(data_dir: str, manifest: dict, split: str, chunks: Optional[Iter
     return paths
 
 
-def split_count(manifest: dict, split: str, chunks: Optional[Iterable[int]] = None) -> int:
+def shard_counts(manifest: dict, split: str, chunks: Optional[Iterable[int]] = None) -> List[int]:
+    """Record counts of the shards of ``split`` (optionally only the given chunk ids), in :func:`shard_paths`' order."""
     wanted = None if chunks is None else set(int(c) for c in chunks)
-    return sum(int(s["count"]) for s in manifest["shards"]
-               if s["split"] == split and (wanted is None or int(s["chunk"]) in wanted))
+    return [int(s["count"]) for s in manifest["shards"]
+            if s["split"] == split and (wanted is None or int(s["chunk"]) in wanted)]
+
+
+def split_count(manifest: dict, split: str, chunks: Optional[Iterable[int]] = None) -> int:
+    return sum(shard_counts(manifest, split, chunks))
 
 
 def num_chunks(manifest: dict, split: str = "train") -> int:
