@@ -152,6 +152,7 @@ def check_model(model) -> None:
     freeze = str(model.freeze).strip().lower()
     if freeze not in _FREEZE_OFF + _FREEZE_ALL and not (freeze.isdigit() and int(freeze) <= meta["stages"]):
         _fail("model.freeze", model.freeze, f"'none', 'all' or a number of leading stages 0..{meta['stages']}")
+    _check_zero_init_residual(model, meta)
     args = model.decoder_args
     if isinstance(args, dict) and "max_depth_m" in args:
         raise ConfigError("model.decoder_args.max_depth_m: set the depth range once, in data.max_depth_m "
@@ -175,6 +176,19 @@ def check_model(model) -> None:
             _fail("model.focal_range_px", rng, "[f_min, f_max] pixels of the model input with 0 < f_min < f_max "
                   "(the trained focal range of a canonical model, docs/camera.md), or null")
     _check_init_from(model)
+
+
+def _check_zero_init_residual(model, meta) -> None:
+    if not model.zero_init_residual:
+        return
+    if not meta.get("zero_init_residual"):
+        _one_of("model.encoder (with model.zero_init_residual: true)", model.encoder,
+                [n for n in reg.ENCODERS.names() if reg.ENCODERS.meta(n).get("zero_init_residual")])
+    if str(model.encoder_weights).strip().lower() not in _NONE_WEIGHTS or model.init_from is not None:
+        raise ConfigError("model.zero_init_residual: true sets the initial weights of a from-scratch encoder; "
+                          f"model.encoder_weights={model.encoder_weights!r} / model.init_from={model.init_from!r} "
+                          "would replace them (set encoder_weights: none and init_from: null, or "
+                          "zero_init_residual: false)")
 
 
 def _check_init_from(model) -> None:

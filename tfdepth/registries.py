@@ -30,13 +30,17 @@ _RESNET_WEIGHTS = (".weights.h5", ".h5", ".pth", ".pt", ".bin", ".ckpt", ".safet
 ENCODERS = Registry("encoder", "backbones: RGB [0, 1] -> feature maps P1..P5 (strides 2..32)")
 _ENC = "tfdepth.models.encoders"
 ENCODERS.add("resnet18", f"{_ENC}.resnet:resnet18", "ResNet-18, torchvision layout (11.2 M parameters)",
-             output_strides=(32, 16, 8), stages=5, imagenet=False, weight_files=_RESNET_WEIGHTS)
+             output_strides=(32, 16, 8), stages=5, imagenet=False, weight_files=_RESNET_WEIGHTS,
+             zero_init_residual=True)
 ENCODERS.add("resnet34", f"{_ENC}.resnet:resnet34", "ResNet-34, torchvision layout (21.3 M parameters)",
-             output_strides=(32, 16, 8), stages=5, imagenet=False, weight_files=_RESNET_WEIGHTS)
+             output_strides=(32, 16, 8), stages=5, imagenet=False, weight_files=_RESNET_WEIGHTS,
+             zero_init_residual=True)
 ENCODERS.add("resnet50", f"{_ENC}.resnet:resnet50", "ResNet-50, keras.applications layout, dilatable",
-             output_strides=(32, 16, 8), stages=5, imagenet=True, weight_files=_RESNET_WEIGHTS)
+             output_strides=(32, 16, 8), stages=5, imagenet=True, weight_files=_RESNET_WEIGHTS,
+             zero_init_residual=True)
 ENCODERS.add("resnet101", f"{_ENC}.resnet:resnet101", "ResNet-101, keras.applications layout, dilatable",
-             output_strides=(32, 16, 8), stages=5, imagenet=True, weight_files=_RESNET_WEIGHTS)
+             output_strides=(32, 16, 8), stages=5, imagenet=True, weight_files=_RESNET_WEIGHTS,
+             zero_init_residual=True)
 ENCODERS.add("resnet50v2", f"{_ENC}.resnet_v2:resnet50v2",
              "ResNet-50 v2 (pre-activation), keras.applications ResNet50V2 layout, dilatable, multi-grid (1, 2, 4)",
              output_strides=(32, 16, 8), stages=5, imagenet=True, weight_files=(".weights.h5", ".h5"))

@@ -421,6 +421,33 @@ def test_freeze_first_stages():
         ENCODERS.get("resnet18")(input_shape=(32, 32, 3), freeze="6")
 
 
+@pytest.mark.parametrize("name,branch_bn,first_shortcut", [
+    ("resnet18", "layer1_0_bn2", None),                 # layer1: identity shortcuts only
+    ("resnet50", "conv2_block1_3_bn", "conv2_block1_0_bn"),  # block 1: a 1x1 conv + BN shortcut
+])
+def test_zero_init_residual_starts_every_block_as_its_shortcut(name, branch_bn, first_shortcut):
+    """Goyal et al. 2017: gamma = 0 in each residual branch's last BN, so block(x) = relu(shortcut(x)).
+    Through layer1 / conv2 (blocks after the first have identity shortcuts on inputs >= 0) P2 is then the
+    stem's max-pool output, or relu of the first block's shortcut BN, in training and inference mode."""
+    model = ENCODERS.get(name)(input_shape=(32, 32, 3), zero_init_residual=True)
+    default = ENCODERS.get(name)(input_shape=(32, 32, 3))
+    assert model.count_params() == default.count_params()
+    suffix = "_bn2" if name == "resnet18" else "_3_bn"
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    zero = [layer.name for layer in bns if not np.any(np.asarray(layer.gamma))]
+    assert zero == [layer.name for layer in bns if layer.name.endswith(suffix)]
+    assert branch_bn in zero and len(zero) == {"resnet18": 8, "resnet50": 16}[name]
+    assert all(np.all(np.asarray(layer.gamma) == 1) for layer in bns if layer.name not in zero)
+    x = _image(np.random.default_rng(3))
+    inner = model.get_layer("maxpool" if first_shortcut is None else first_shortcut).output
+    probe = keras.Model(model.input, [model.output["P2"], inner])
+    for training in (False, True):
+        p2, before = (np.asarray(t) for t in probe(x, training=training))
+        expected = before if first_shortcut is None else np.maximum(before, 0.0)
+        np.testing.assert_allclose(p2, expected, rtol=1e-6, atol=1e-6)
+        assert np.abs(p2).max() > 0.1
+
+
 def test_frozen_batchnorm_runs_in_inference_mode():
     rng = np.random.default_rng(9)
     image = _image(rng)

@@ -6,6 +6,8 @@ Encoder factory (``tfdepth.registries.ENCODERS``)::
 
     fn(input_shape=(H, W, 3), weights="none", output_stride=32, freeze="none") -> keras.Model
 
+(the ResNets, registered with ``zero_init_residual=True``, also take ``zero_init_residual=False``).
+
 The returned model takes RGB float32 images in [0, 1] (it applies its own ImageNet normalisation)
 and returns a dict of feature maps by name, ``P1`` .. ``P5`` at strides 2, 4, 8, 16, 32 (with
 ``output_stride`` 16 / 8 the last stages are dilated and keep stride 16 / 8).
@@ -44,11 +46,13 @@ from tfdepth.registries import DECODERS, ENCODERS
 
 def build_encoder(cfg: ModelConfig, input_size: Sequence[int]) -> keras.Model:
     factory = ENCODERS.get(cfg.encoder)
+    extra = {"zero_init_residual": True} if cfg.zero_init_residual else {}  # ResNets only (config_checks)
     return factory(
         input_shape=(int(input_size[0]), int(input_size[1]), 3),
         weights=cfg.encoder_weights,
         output_stride=cfg.output_stride,
         freeze=cfg.freeze,
+        **extra,
     )
 
 

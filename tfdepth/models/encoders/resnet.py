@@ -22,6 +22,12 @@ ResNet-50 / 101 (keras.applications layout, ResNet v1)
     The ``"torchvision"`` variant (chosen automatically when loading a torchvision / timm checkpoint,
     see ``weights.py``) has the same weights but puts the stride in the 3x3 conv (ResNet v1.5), uses
     BatchNorm eps 1e-5 and torch-mode normalisation; its conv biases are loaded as zeros.
+
+``zero_init_residual=True`` (``model.zero_init_residual``, a from-scratch start only): the last
+BatchNorm of every residual branch (``bn2`` of a BasicBlock, ``_3_bn`` of a Bottleneck) starts with
+gamma = 0 (Goyal et al. 2017, "Accurate, Large Minibatch SGD", sec. 5.1; torchvision's
+``zero_init_residual``), so every block starts as its shortcut: the untrained network passes its
+stem's features straight through, and each branch grows from zero. Loaded weights replace it.
 """
 
 from __future__ import annotations
@@ -65,8 +71,9 @@ def _conv(x, filters, kernel, stride, rate, name, use_bias):
     return conv2d(filters, kernel, strides=stride, padding=padding, dilation_rate=rate, use_bias=use_bias, name=name)(x)
 
 
-def _bn(x, name, eps):
-    return batch_norm(axis=-1, momentum=0.9, epsilon=eps, name=name)(x)
+def _bn(x, name, eps, zero_gamma=False):
+    return batch_norm(axis=-1, momentum=0.9, epsilon=eps, name=name,
+                      gamma_initializer="zeros" if zero_gamma else "ones")(x)
 
 
 def _stem(x, conv_name, bn_name, relu_name, pool_name, use_bias, eps):
@@ -83,13 +90,13 @@ def _stem(x, conv_name, bn_name, relu_name, pool_name, use_bias, eps):
 # torchvision layout (BasicBlock)
 
 
-def _basic_block(x, filters, stride, rate, prefix, eps=1e-5):
+def _basic_block(x, filters, stride, rate, prefix, eps=1e-5, zero_gamma=False):
     shortcut = x
     y = _conv(x, filters, 3, stride, rate, f"{prefix}_conv1", False)
     y = _bn(y, f"{prefix}_bn1", eps)
     y = layers.ReLU(name=f"{prefix}_relu1")(y)
     y = _conv(y, filters, 3, 1, rate, f"{prefix}_conv2", False)
-    y = _bn(y, f"{prefix}_bn2", eps)
+    y = _bn(y, f"{prefix}_bn2", eps, zero_gamma)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = conv2d(filters, 1, strides=stride, use_bias=False, name=f"{prefix}_downsample_0")(x)
         shortcut = _bn(shortcut, f"{prefix}_downsample_1", eps)
@@ -106,7 +113,7 @@ def torchvision_stage_of(layer_name: str) -> Optional[int]:
     return None
 
 
-def build_basic_resnet(name, input_shape, output_stride=32) -> keras.Model:
+def build_basic_resnet(name, input_shape, output_stride=32, zero_init_residual=False) -> keras.Model:
     depths = BASIC_DEPTHS[name]
     shape = check_input_shape(input_shape, name)
     output_stride = check_output_stride(output_stride, name)
@@ -118,7 +125,8 @@ def build_basic_resnet(name, input_shape, output_stride=32) -> keras.Model:
         zip(depths, (64, 128, 256, 512), stage_strides_and_rates(output_stride)), start=1
     ):
         for block in range(blocks):
-            x = _basic_block(x, filters, stride if block == 0 else 1, rate, f"layer{stage}_{block}")
+            x = _basic_block(x, filters, stride if block == 0 else 1, rate, f"layer{stage}_{block}",
+                             zero_gamma=zero_init_residual)
         features[f"P{stage + 1}"] = x
     return keras.Model(image, features, name=f"{name}_encoder")
 
@@ -127,7 +135,7 @@ def build_basic_resnet(name, input_shape, output_stride=32) -> keras.Model:
 # keras.applications layout (Bottleneck, ResNet v1)
 
 
-def _bottleneck_block(x, filters, stride, rate, prefix, conv_shortcut, stride_on_1x1, eps):
+def _bottleneck_block(x, filters, stride, rate, prefix, conv_shortcut, stride_on_1x1, eps, zero_gamma=False):
     if conv_shortcut:
         shortcut = conv2d(4 * filters, 1, strides=stride, name=f"{prefix}_0_conv")(x)
         shortcut = _bn(shortcut, f"{prefix}_0_bn", eps)
@@ -141,7 +149,7 @@ def _bottleneck_block(x, filters, stride, rate, prefix, conv_shortcut, stride_on
     y = _bn(y, f"{prefix}_2_bn", eps)
     y = layers.Activation("relu", name=f"{prefix}_2_relu")(y)
     y = conv2d(4 * filters, 1, name=f"{prefix}_3_conv")(y)
-    y = _bn(y, f"{prefix}_3_bn", eps)
+    y = _bn(y, f"{prefix}_3_bn", eps, zero_gamma)
     y = layers.Add(name=f"{prefix}_add")([shortcut, y])
     return layers.Activation("relu", name=f"{prefix}_out")(y)
 
@@ -155,7 +163,8 @@ def keras_stage_of(layer_name: str) -> Optional[int]:
     return None
 
 
-def build_bottleneck_resnet(name, input_shape, output_stride=32, variant="keras") -> keras.Model:
+def build_bottleneck_resnet(name, input_shape, output_stride=32, variant="keras",
+                            zero_init_residual=False) -> keras.Model:
     """``variant="keras"``: keras.applications ResNet v1; ``"torchvision"``: stride in the 3x3 (v1.5)."""
     if variant not in ("keras", "torchvision"):
         raise ValueError(f"{name}: variant {variant!r}; expected 'keras' or 'torchvision'")
@@ -180,6 +189,7 @@ def build_bottleneck_resnet(name, input_shape, output_stride=32, variant="keras"
                 conv_shortcut=block == 0,
                 stride_on_1x1=variant == "keras",
                 eps=eps,
+                zero_gamma=zero_init_residual,
             )
         features[f"P{stage + 1}"] = x
     return keras.Model(image, features, name=f"{name}_encoder")
@@ -190,17 +200,19 @@ def build_bottleneck_resnet(name, input_shape, output_stride=32, variant="keras"
 
 
 def _make_factory(name: str):
-    def factory(input_shape=(224, 224, 3), weights="none", output_stride=32, freeze="none") -> keras.Model:
+    def factory(input_shape=(224, 224, 3), weights="none", output_stride=32, freeze="none",
+                zero_init_residual=False) -> keras.Model:
         from tfdepth.models.encoders import weights as weights_lib
 
         n_frozen = parse_freeze(freeze, NUM_STAGES, name)  # argument errors before the (slow) build
         check_output_stride(output_stride, name)
         source = weights_lib.resolve_resnet_weights(name, weights)
         if name in BASIC_DEPTHS:
-            model = build_basic_resnet(name, input_shape, output_stride)
+            model = build_basic_resnet(name, input_shape, output_stride, zero_init_residual)
             stage_of = torchvision_stage_of
         else:
-            model = build_bottleneck_resnet(name, input_shape, output_stride, variant=source.variant)
+            model = build_bottleneck_resnet(name, input_shape, output_stride, variant=source.variant,
+                                            zero_init_residual=zero_init_residual)
             stage_of = keras_stage_of
         weights_lib.load_resnet_weights(model, name, source)
         freeze_stages(model, n_frozen, stage_of)
@@ -210,7 +222,8 @@ def _make_factory(name: str):
     factory.__doc__ = (
         f"{name} encoder: RGB [B, H, W, 3] in [0, 1] -> dict P1..P5 (strides 2..32, see module docstring).\n\n"
         "weights: 'none' | 'imagenet' | path to .weights.h5 / .pth / .safetensors; output_stride 32 / 16 / 8; "
-        "freeze: 'none' | 'all' | N leading stages (0 = stem, 1..4 = layer1..layer4)."
+        "freeze: 'none' | 'all' | N leading stages (0 = stem, 1..4 = layer1..layer4); zero_init_residual: "
+        "every residual branch's last BatchNorm starts at gamma = 0 (from scratch)."
     )
     return factory
 
