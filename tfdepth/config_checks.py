@@ -184,11 +184,11 @@ def _check_zero_init_residual(model, meta) -> None:
     if not meta.get("zero_init_residual"):
         _one_of("model.encoder (with model.zero_init_residual: true)", model.encoder,
                 [n for n in reg.ENCODERS.names() if reg.ENCODERS.meta(n).get("zero_init_residual")])
-    if str(model.encoder_weights).strip().lower() not in _NONE_WEIGHTS or model.init_from is not None:
+    # (model.init_from may load only some blocks, e.g. a ResNet-50's into a ResNet-101: the others keep it)
+    if str(model.encoder_weights).strip().lower() not in _NONE_WEIGHTS:
         raise ConfigError("model.zero_init_residual: true sets the initial weights of a from-scratch encoder; "
-                          f"model.encoder_weights={model.encoder_weights!r} / model.init_from={model.init_from!r} "
-                          "would replace them (set encoder_weights: none and init_from: null, or "
-                          "zero_init_residual: false)")
+                          f"model.encoder_weights={model.encoder_weights!r} would replace all of them (set "
+                          "encoder_weights: none, or zero_init_residual: false)")
 
 
 def _check_init_from(model) -> None:
