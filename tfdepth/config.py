@@ -129,9 +129,9 @@ class ModelConfig:
     encoder_weights: str = "none"  # "none" | "imagenet" | path to .weights.h5 / .pth / .safetensors
     output_stride: int = 32
     freeze: str = "none"  # "none" | "all" | number of leading stages to freeze ("2")
-    # from scratch (encoder_weights: none, no init_from), ResNet encoders only: every residual branch's last
-    # BatchNorm starts at gamma = 0 (Goyal et al. 2017; torchvision's zero_init_residual): each block starts
-    # as its shortcut, which a deep network without skip connections needs to learn in a few hundred steps
+    # ResNet encoders with encoder_weights: none (init_from replaces what it loads): every residual branch's
+    # last BatchNorm starts at gamma = 0 (Goyal et al. 2017; torchvision's zero_init_residual), so each block
+    # starts as its shortcut; a deep network without skip connections needs it to learn in a few hundred steps
     zero_init_residual: bool = False
     decoder: str = "unet_transpose"  # registries.DECODERS
     decoder_args: Dict[str, Any] = field(default_factory=dict)  # keys checked against the decoder factory
